@@ -1,0 +1,279 @@
+//! The inventory logic on its database: check, reserve, release, restock, stock.
+//!
+//! Reserve is all-or-nothing and never oversells: each line is one conditional
+//! `UPDATE ... WHERE available >= quantity` inside one write transaction, so concurrent reserves
+//! serialise on the rows they touch (Postgres row locks, SQLite's single writer). Lines are updated
+//! in SKU order so two orders over the same SKUs cannot deadlock. The reservation row keyed by
+//! order id makes a repeated reserve answer the same and reserve nothing more.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use switchyard::contracts::{
+    CheckReply, CheckRequest, Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, RestockReply,
+    RestockRequest, StockLevel, StockReply, StockRequest,
+};
+use switchyard::db::{Db, is_unique_violation};
+use switchyard::micro::ServiceError;
+use switchyard::time::{now_rfc3339, now_unix_millis};
+
+/// Why an inventory operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The request conflicts with the reservation's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<InventoryError> for ServiceError {
+    fn from(err: InventoryError) -> Self {
+        match err {
+            InventoryError::Conflict(message) => ServiceError::conflict(message),
+            InventoryError::Db(err) => ServiceError::internal(err),
+        }
+    }
+}
+
+/// Status of a reservation row.
+mod status {
+    pub const RESERVED: &str = "reserved";
+    pub const COMMITTED: &str = "committed";
+    pub const RELEASED: &str = "released";
+}
+
+/// The inventory, on its database.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    db: Db,
+    reservation_ttl: Duration,
+}
+
+impl Inventory {
+    /// Inventory on `db`; reservations expire `reservation_ttl` after they are made unless committed.
+    pub fn new(db: Db, reservation_ttl: Duration) -> Self {
+        Inventory { db, reservation_ttl }
+    }
+
+    /// The database underneath.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Are all items available? Unknown SKUs are unavailable.
+    pub async fn check(&self, request: &CheckRequest) -> Result<CheckReply, InventoryError> {
+        let mut unavailable_ids = Vec::new();
+        for item in &request.items {
+            let available: Option<i64> = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+                .bind(&item.sku)
+                .fetch_optional(self.db.pool())
+                .await?;
+            if available.unwrap_or(0) < i64::from(item.quantity) {
+                unavailable_ids.push(item.sku.clone());
+            }
+        }
+        Ok(CheckReply {
+            all_available: unavailable_ids.is_empty(),
+            unavailable_ids,
+        })
+    }
+
+    /// Reserves all items for the order, or none. Idempotent per order id.
+    pub async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveReply, InventoryError> {
+        // A unique violation means a concurrent reserve for the same order committed first:
+        // the next attempt finds its reservation and answers like it.
+        let mut attempt = 0;
+        loop {
+            match self.try_reserve(request).await {
+                Err(InventoryError::Db(err)) if is_unique_violation(&err) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_reserve(&self, request: &ReserveRequest) -> Result<ReserveReply, InventoryError> {
+        let order_id = request.order_id.to_string();
+        let mut tx = self.db.begin_write().await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
+                .bind(&order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(existing) = existing {
+            tx.rollback().await?;
+            return if existing == status::RELEASED {
+                Err(InventoryError::Conflict(format!(
+                    "the reservation of order {order_id} was released"
+                )))
+            } else {
+                Ok(ReserveReply {
+                    reserved: true,
+                    unavailable_ids: Vec::new(),
+                })
+            };
+        }
+
+        let mut lines: Vec<&Item> = request.items.iter().collect();
+        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+        let mut short = Vec::new();
+        for item in lines {
+            let updated = sqlx::query(
+                "UPDATE stock SET available = available - $1, reserved = reserved + $1 \
+                 WHERE sku = $2 AND available >= $1",
+            )
+            .bind(i64::from(item.quantity))
+            .bind(&item.sku)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                short.push(item.sku.as_str());
+            }
+        }
+        if !short.is_empty() {
+            tx.rollback().await?;
+            let unavailable_ids = request
+                .items
+                .iter()
+                .filter(|i| short.contains(&i.sku.as_str()))
+                .map(|i| i.sku.clone())
+                .collect();
+            return Ok(ReserveReply {
+                reserved: false,
+                unavailable_ids,
+            });
+        }
+
+        let now = now_rfc3339();
+        let expires_at = now_unix_millis() + self.reservation_ttl.as_millis() as i64;
+        sqlx::query(
+            "INSERT INTO reservations (order_id, status, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $3, $4)",
+        )
+        .bind(&order_id)
+        .bind(status::RESERVED)
+        .bind(&now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        for item in &request.items {
+            sqlx::query("INSERT INTO reservation_items (order_id, sku, quantity) VALUES ($1, $2, $3)")
+                .bind(&order_id)
+                .bind(&item.sku)
+                .bind(i64::from(item.quantity))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ReserveReply {
+            reserved: true,
+            unavailable_ids: Vec::new(),
+        })
+    }
+
+    /// Puts a reserved order's stock back. Idempotent; `released: false` when the order has no
+    /// reservation; a conflict when its stock already left the shelf.
+    pub async fn release(&self, request: &ReleaseRequest) -> Result<ReleaseReply, InventoryError> {
+        let order_id = request.order_id.to_string();
+        let mut tx = self.db.begin_write().await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
+                .bind(&order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let released = match existing.as_deref() {
+            None => false,
+            Some(status::RELEASED) => true,
+            Some(status::COMMITTED) => {
+                return Err(InventoryError::Conflict(format!(
+                    "the reservation of order {order_id} is committed: its stock has left the shelf"
+                )));
+            }
+            Some(_) => {
+                let lines = sqlx::query(
+                    "SELECT sku, quantity FROM reservation_items WHERE order_id = $1 ORDER BY sku",
+                )
+                .bind(&order_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for line in lines {
+                    let sku: String = line.try_get("sku")?;
+                    let quantity: i64 = line.try_get("quantity")?;
+                    sqlx::query(
+                        "UPDATE stock SET available = available + $1, reserved = reserved - $1 WHERE sku = $2",
+                    )
+                    .bind(quantity)
+                    .bind(&sku)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query("UPDATE reservations SET status = $1, updated_at = $2 WHERE order_id = $3")
+                    .bind(status::RELEASED)
+                    .bind(now_rfc3339())
+                    .bind(&order_id)
+                    .execute(&mut *tx)
+                    .await?;
+                true
+            }
+        };
+        tx.commit().await?;
+        Ok(ReleaseReply { released })
+    }
+
+    /// Adds units to a SKU, creating it when new.
+    pub async fn restock(&self, request: &RestockRequest) -> Result<RestockReply, InventoryError> {
+        let mut tx = self.db.begin_write().await?;
+        let available: i64 = sqlx::query_scalar(
+            "INSERT INTO stock (sku, available, reserved) VALUES ($1, $2, 0) \
+             ON CONFLICT (sku) DO UPDATE SET available = stock.available + excluded.available \
+             RETURNING available",
+        )
+        .bind(&request.sku)
+        .bind(i64::from(request.quantity))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RestockReply {
+            sku: request.sku.clone(),
+            available,
+        })
+    }
+
+    /// Stock levels of the asked SKUs (zeros for unknown ones), or of every SKU, sorted by SKU.
+    pub async fn stock(&self, request: &StockRequest) -> Result<StockReply, InventoryError> {
+        let mut items = Vec::new();
+        if request.skus.is_empty() {
+            let rows = sqlx::query("SELECT sku, available, reserved FROM stock ORDER BY sku")
+                .fetch_all(self.db.pool())
+                .await?;
+            for row in rows {
+                items.push(StockLevel {
+                    sku: row.try_get("sku")?,
+                    available: row.try_get("available")?,
+                    reserved: row.try_get("reserved")?,
+                });
+            }
+        } else {
+            let mut skus = request.skus.clone();
+            skus.sort();
+            skus.dedup();
+            for sku in skus {
+                let row = sqlx::query("SELECT available, reserved FROM stock WHERE sku = $1")
+                    .bind(&sku)
+                    .fetch_optional(self.db.pool())
+                    .await?;
+                let (available, reserved) = match row {
+                    Some(row) => (row.try_get("available")?, row.try_get("reserved")?),
+                    None => (0, 0),
+                };
+                items.push(StockLevel {
+                    sku,
+                    available,
+                    reserved,
+                });
+            }
+        }
+        Ok(StockReply { items })
+    }
+}

@@ -1,0 +1,4 @@
+mod discovery;
+mod endpoints;
+mod helpers;
+mod reservations;

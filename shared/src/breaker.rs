@@ -1,0 +1,653 @@
+//! A circuit breaker with opossum's semantics, on tokio time.
+//!
+//! - Every call gets `timeout`; a slow call counts as a timeout and its caller gets an answer.
+//! - Outcomes are counted in a rolling window of `rolling_count_timeout`, split into
+//!   `rolling_count_buckets` buckets; old buckets roll out of the window.
+//! - The breaker opens when a failure or timeout leaves the window with at least `volume_threshold`
+//!   completed calls and an error percentage (failures + timeouts over completed calls) of at least
+//!   `error_threshold_percentage`.
+//! - While open, calls are rejected at once (the wrapped future is never polled) and the fallback runs.
+//! - After `reset_timeout` the breaker is half-open: exactly one trial call goes through and every
+//!   other call is rejected. A trial that succeeds closes the breaker and starts a fresh window; one
+//!   that fails or times out opens it again for another `reset_timeout`.
+//! - An error whose [`TripsBreaker::trips_breaker`] is false (say a "bad request" answer: the service
+//!   is up and answering) counts as a success, like opossum's `errorFilter`.
+//!
+//! All timing uses `tokio::time`, so tests run on paused time.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// The breaker's knobs, named after opossum's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Time a call may take before it counts as a timeout (`timeout`).
+    pub timeout: Duration,
+    /// Error percentage that opens the breaker, 1 to 100 (`errorThresholdPercentage`).
+    pub error_threshold_percentage: u8,
+    /// Completed calls the window needs before the breaker may open (`volumeThreshold`).
+    pub volume_threshold: u32,
+    /// Time the breaker stays open before a trial call (`resetTimeout`).
+    pub reset_timeout: Duration,
+    /// Length of the rolling window (`rollingCountTimeout`).
+    pub rolling_count_timeout: Duration,
+    /// Number of buckets in the window (`rollingCountBuckets`).
+    pub rolling_count_buckets: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            timeout: Duration::from_secs(3),
+            error_threshold_percentage: 50,
+            volume_threshold: 5,
+            reset_timeout: Duration::from_secs(30),
+            rolling_count_timeout: Duration::from_secs(10),
+            rolling_count_buckets: 10,
+        }
+    }
+}
+
+/// Where the breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls are rejected until the reset timeout passes.
+    Open,
+    /// One trial call may go through; the others are rejected.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// The state as a lowercase word, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Why a call through the breaker did not give a value.
+#[derive(Debug, thiserror::Error)]
+pub enum BreakerError<E> {
+    /// The breaker is open (or half-open with its trial in flight): the call was not made.
+    #[error("circuit breaker is open")]
+    Open {
+        /// How long until the breaker lets a trial through.
+        retry_after: Duration,
+    },
+    /// The call took longer than the breaker's timeout.
+    #[error("call timed out after {0:?}")]
+    Timeout(Duration),
+    /// The call failed.
+    #[error(transparent)]
+    Failure(E),
+}
+
+/// Decides whether an error counts against the service (opossum's `errorFilter`, inverted).
+pub trait TripsBreaker {
+    /// True when the error means the service is failing; false when it answered properly with an
+    /// error of the caller's making.
+    fn trips_breaker(&self) -> bool {
+        true
+    }
+}
+
+impl TripsBreaker for std::io::Error {}
+
+/// Counters of call outcomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Calls that succeeded.
+    pub successes: u64,
+    /// Calls that failed.
+    pub failures: u64,
+    /// Calls that timed out.
+    pub timeouts: u64,
+    /// Calls rejected without being made.
+    pub rejects: u64,
+    /// Times a fallback answered instead.
+    pub fallbacks: u64,
+}
+
+impl Counts {
+    fn completed(&self) -> u64 {
+        self.successes + self.failures + self.timeouts
+    }
+
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => self.successes += 1,
+            Outcome::Failure => self.failures += 1,
+            Outcome::Timeout => self.timeouts += 1,
+            Outcome::Reject => self.rejects += 1,
+            Outcome::Fallback => self.fallbacks += 1,
+        }
+    }
+
+    fn merge(&mut self, other: &Counts) {
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.timeouts += other.timeouts;
+        self.rejects += other.rejects;
+        self.fallbacks += other.fallbacks;
+    }
+}
+
+/// What the breaker looks like now: state, window and lifetime counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerSnapshot {
+    /// The breaker's name (what it protects).
+    pub name: String,
+    /// Current state.
+    pub state: BreakerState,
+    /// Outcomes in the rolling window.
+    pub window: Counts,
+    /// Outcomes since the breaker was made.
+    pub totals: Counts,
+    /// Times the breaker opened.
+    pub opened: u64,
+    /// While open, milliseconds until a trial call is let through.
+    pub retry_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Success,
+    Failure,
+    Timeout,
+    Reject,
+    Fallback,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { trial_in_flight: bool },
+}
+
+#[derive(Debug)]
+struct Bucket {
+    start: Instant,
+    counts: Counts,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    buckets: VecDeque<Bucket>,
+    totals: Counts,
+    opened: u64,
+}
+
+/// A circuit breaker. Share it behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Breaker {
+    name: String,
+    config: BreakerConfig,
+    bucket_len: Duration,
+    inner: Mutex<Inner>,
+}
+
+/// Permission to make one call; a trial permit dropped before its outcome is recorded frees the
+/// half-open slot again, so a cancelled trial cannot wedge the breaker.
+struct Admission<'a> {
+    breaker: &'a Breaker,
+    trial: bool,
+    done: bool,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.trial && !self.done {
+            let mut inner = self.breaker.lock();
+            if let State::HalfOpen { trial_in_flight } = &mut inner.state {
+                *trial_in_flight = false;
+            }
+        }
+    }
+}
+
+impl Breaker {
+    /// A closed breaker named after what it protects.
+    pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
+        let buckets = config.rolling_count_buckets.max(1);
+        let bucket_len = (config.rolling_count_timeout / buckets).max(Duration::from_millis(1));
+        Breaker {
+            name: name.into(),
+            config,
+            bucket_len,
+            inner: Mutex::new(Inner {
+                state: State::Closed,
+                buckets: VecDeque::with_capacity(buckets as usize + 1),
+                totals: Counts::default(),
+                opened: 0,
+            }),
+        }
+    }
+
+    /// The breaker's configuration.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// Runs `call` through the breaker: rejected at once while open, cut off after the timeout.
+    pub async fn call<T, E, F>(&self, call: F) -> Result<T, BreakerError<E>>
+    where
+        E: TripsBreaker,
+        F: Future<Output = Result<T, E>>,
+    {
+        let mut admission = self
+            .try_admit()
+            .map_err(|retry_after| BreakerError::Open { retry_after })?;
+        let result = tokio::time::timeout(self.config.timeout, call).await;
+        let (outcome, result) = match result {
+            Err(_) => (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout))),
+            Ok(Ok(value)) => (Outcome::Success, Ok(value)),
+            Ok(Err(err)) if err.trips_breaker() => (Outcome::Failure, Err(BreakerError::Failure(err))),
+            Ok(Err(err)) => (Outcome::Success, Err(BreakerError::Failure(err))),
+        };
+        admission.done = true;
+        self.record(admission.trial, outcome);
+        result
+    }
+
+    /// Like [`Breaker::call`], but a rejection, timeout or failure is answered by `fallback`.
+    pub async fn call_or_else<T, E, F, G>(&self, call: F, fallback: G) -> T
+    where
+        E: TripsBreaker,
+        F: Future<Output = Result<T, E>>,
+        G: FnOnce(BreakerError<E>) -> T,
+    {
+        match self.call(call).await {
+            Ok(value) => value,
+            Err(err) => {
+                self.count(Outcome::Fallback);
+                fallback(err)
+            }
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        let mut inner = self.lock();
+        Self::refresh(&mut inner, Instant::now());
+        match inner.state {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// State and counters, for metrics and `switchyard status`.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        Self::refresh(&mut inner, now);
+        self.roll(&mut inner, now);
+        let mut window = Counts::default();
+        for bucket in &inner.buckets {
+            window.merge(&bucket.counts);
+        }
+        let (state, retry_after) = match inner.state {
+            State::Closed => (BreakerState::Closed, None),
+            State::Open { until } => (BreakerState::Open, Some(until.saturating_duration_since(now))),
+            State::HalfOpen { .. } => (BreakerState::HalfOpen, None),
+        };
+        BreakerSnapshot {
+            name: self.name.clone(),
+            state,
+            window,
+            totals: inner.totals,
+            opened: inner.opened,
+            retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the counters inconsistent in a way that
+        // matters more than losing the breaker, so a poisoned lock is used as it is.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves an open breaker whose reset timeout has passed to half-open.
+    fn refresh(inner: &mut Inner, now: Instant) {
+        if let State::Open { until } = inner.state
+            && now >= until
+        {
+            inner.state = State::HalfOpen {
+                trial_in_flight: false,
+            };
+        }
+    }
+
+    fn try_admit(&self) -> Result<Admission<'_>, Duration> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        Self::refresh(&mut inner, now);
+        let rejected_for = match &mut inner.state {
+            State::Closed => {
+                return Ok(Admission {
+                    breaker: self,
+                    trial: false,
+                    done: false,
+                });
+            }
+            State::HalfOpen { trial_in_flight } if !*trial_in_flight => {
+                *trial_in_flight = true;
+                return Ok(Admission {
+                    breaker: self,
+                    trial: true,
+                    done: false,
+                });
+            }
+            State::HalfOpen { .. } => Duration::ZERO,
+            State::Open { until } => until.saturating_duration_since(now),
+        };
+        self.add(&mut inner, now, Outcome::Reject);
+        Err(rejected_for)
+    }
+
+    fn count(&self, outcome: Outcome) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        self.add(&mut inner, now, outcome);
+    }
+
+    fn record(&self, trial: bool, outcome: Outcome) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        self.add(&mut inner, now, outcome);
+        let failed = matches!(outcome, Outcome::Failure | Outcome::Timeout);
+        if trial {
+            if failed {
+                self.open(&mut inner, now);
+            } else {
+                tracing::info!(breaker = %self.name, "circuit breaker closed");
+                inner.state = State::Closed;
+                inner.buckets.clear();
+            }
+            return;
+        }
+        if failed && matches!(inner.state, State::Closed) {
+            let mut window = Counts::default();
+            for bucket in &inner.buckets {
+                window.merge(&bucket.counts);
+            }
+            let completed = window.completed();
+            let errors = window.failures + window.timeouts;
+            if completed >= u64::from(self.config.volume_threshold)
+                && completed > 0
+                && errors * 100 >= u64::from(self.config.error_threshold_percentage) * completed
+            {
+                self.open(&mut inner, now);
+            }
+        }
+    }
+
+    fn open(&self, inner: &mut Inner, now: Instant) {
+        tracing::warn!(breaker = %self.name, reset_timeout = ?self.config.reset_timeout, "circuit breaker opened");
+        inner.state = State::Open {
+            until: now + self.config.reset_timeout,
+        };
+        inner.opened += 1;
+    }
+
+    fn add(&self, inner: &mut Inner, now: Instant, outcome: Outcome) {
+        self.roll(inner, now);
+        let needs_bucket = match inner.buckets.back() {
+            Some(last) => now >= last.start + self.bucket_len,
+            None => true,
+        };
+        if needs_bucket {
+            // Align bucket starts to the bucket length so a bucket always covers one slot.
+            let start = match inner.buckets.back() {
+                Some(last) => {
+                    let slots = (now - last.start).as_nanos() / self.bucket_len.as_nanos();
+                    last.start + self.bucket_len * (slots as u32)
+                }
+                None => now,
+            };
+            inner.buckets.push_back(Bucket {
+                start,
+                counts: Counts::default(),
+            });
+        }
+        if let Some(bucket) = inner.buckets.back_mut() {
+            bucket.counts.add(outcome);
+        }
+        inner.totals.add(outcome);
+    }
+
+    /// Drops buckets that have left the rolling window.
+    fn roll(&self, inner: &mut Inner, now: Instant) {
+        while let Some(front) = inner.buckets.front() {
+            if front.start + self.config.rolling_count_timeout <= now {
+                inner.buckets.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Boom {
+        trips: bool,
+    }
+
+    impl TripsBreaker for Boom {
+        fn trips_breaker(&self) -> bool {
+            self.trips
+        }
+    }
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            timeout: Duration::from_secs(1),
+            error_threshold_percentage: 50,
+            volume_threshold: 4,
+            reset_timeout: Duration::from_secs(30),
+            rolling_count_timeout: Duration::from_secs(10),
+            rolling_count_buckets: 10,
+        }
+    }
+
+    async fn ok(breaker: &Breaker) -> Result<u32, BreakerError<Boom>> {
+        breaker.call(async { Ok::<_, Boom>(1) }).await
+    }
+
+    async fn fail(breaker: &Breaker) -> Result<u32, BreakerError<Boom>> {
+        breaker.call(async { Err::<u32, _>(Boom { trips: true }) }).await
+    }
+
+    async fn open_it(breaker: &Breaker) {
+        for _ in 0..4 {
+            let _ = fail(breaker).await;
+        }
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_stays_closed_below_the_volume_threshold() {
+        let breaker = Breaker::new("t", config());
+        for _ in 0..3 {
+            assert!(matches!(fail(&breaker).await, Err(BreakerError::Failure(_))));
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        // The fourth failure reaches the volume threshold at 100 % errors.
+        let _ = fail(&breaker).await;
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_stays_closed_below_the_error_percentage() {
+        let breaker = Breaker::new("t", config());
+        for _ in 0..4 {
+            ok(&breaker).await.unwrap();
+        }
+        // 3 failures of 7 calls is 43 %: below 50 %.
+        for _ in 0..3 {
+            let _ = fail(&breaker).await;
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        // 4 of 8 is 50 %: open.
+        let _ = fail(&breaker).await;
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_open_calls_are_rejected_without_running_and_the_fallback_answers() {
+        let breaker = Breaker::new("t", config());
+        open_it(&breaker).await;
+        let ran = AtomicUsize::new(0);
+        let answer = breaker
+            .call_or_else(
+                async {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Boom>("live")
+                },
+                |err| match err {
+                    BreakerError::Open { retry_after } => {
+                        assert_eq!(retry_after, Duration::from_secs(30));
+                        "fallback"
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
+            )
+            .await;
+        assert_eq!(answer, "fallback");
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        let snapshot = breaker.snapshot();
+        assert_eq!(snapshot.totals.rejects, 1);
+        assert_eq!(snapshot.totals.fallbacks, 1);
+        assert_eq!(snapshot.opened, 1);
+        assert_eq!(snapshot.retry_after_ms, Some(30_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_call_times_out_and_counts_as_an_error() {
+        let breaker = Breaker::new("t", config());
+        let started = Instant::now();
+        let result = breaker
+            .call(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, Boom>(1)
+            })
+            .await;
+        assert!(matches!(result, Err(BreakerError::Timeout(_))), "{result:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(breaker.snapshot().window.timeouts, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_exactly_one_trial_through() {
+        let breaker = Arc::new(Breaker::new("t", config()));
+        open_it(&breaker).await;
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let trial = tokio::spawn({
+            let breaker = breaker.clone();
+            async move {
+                breaker
+                    .call(async {
+                        let _ = wait.await;
+                        Ok::<_, Boom>(7)
+                    })
+                    .await
+            }
+        });
+        // Let the trial start, then any other call is rejected while it is in flight.
+        tokio::task::yield_now().await;
+        assert!(matches!(ok(&breaker).await, Err(BreakerError::Open { .. })));
+        release.send(()).unwrap();
+        assert_eq!(trial.await.unwrap().unwrap(), 7);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        ok(&breaker).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_trial_opens_the_breaker_again() {
+        let breaker = Breaker::new("t", config());
+        open_it(&breaker).await;
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(matches!(fail(&breaker).await, Err(BreakerError::Failure(_))));
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert_eq!(breaker.snapshot().retry_after_ms, Some(30_000));
+        assert_eq!(breaker.snapshot().opened, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_trial_frees_the_half_open_slot() {
+        let breaker = Breaker::new("t", config());
+        open_it(&breaker).await;
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let pending = breaker.call(std::future::pending::<Result<u32, Boom>>());
+        // Poll the trial once so it takes the slot, then drop it.
+        let _ = tokio::time::timeout(Duration::from_millis(1), pending).await;
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        ok(&breaker).await.unwrap();
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_failures_roll_out_of_the_window() {
+        let breaker = Breaker::new("t", config());
+        for _ in 0..3 {
+            let _ = fail(&breaker).await;
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(breaker.snapshot().window, Counts::default());
+        // Three fresh failures after the old ones rolled out stay below the volume threshold.
+        for _ in 0..3 {
+            let _ = fail(&breaker).await;
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert_eq!(breaker.snapshot().totals.failures, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_roll_one_at_a_time() {
+        let breaker = Breaker::new("t", config());
+        let _ = fail(&breaker).await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let _ = fail(&breaker).await;
+        assert_eq!(breaker.snapshot().window.failures, 2);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The first bucket (t=0..1s) has left the 10 s window; the one at t=5s has not.
+        assert_eq!(breaker.snapshot().window.failures, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_that_do_not_trip_count_as_successes() {
+        let breaker = Breaker::new("t", config());
+        for _ in 0..10 {
+            let result = breaker.call(async { Err::<u32, _>(Boom { trips: false }) }).await;
+            assert!(matches!(
+                result,
+                Err(BreakerError::Failure(Boom { trips: false }))
+            ));
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert_eq!(breaker.snapshot().window.successes, 10);
+    }
+}

@@ -1,0 +1,190 @@
+//! The flags every Switchyard binary shares, as clap structs to `#[command(flatten)]`.
+//!
+//! The same flag means the same thing in every binary, and every flag has an environment fallback,
+//! so a service is configured the same way from a shell, a compose file or a test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Flags shared by every service: NATS connection, database, data dir and logging.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// Database URL: `sqlite://path/file.db` or `postgres://user@host/db`; default a SQLite file
+    /// named after the service under --data-dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the service's local files (SQLite database, emails).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Log format: human-readable `text` or one JSON object per line (`json`). Filter with RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Name of this instance, part of the NATS client name; default a random id.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+impl CommonArgs {
+    /// The database URL to use: the flag, or `sqlite://<data-dir>/<service>.db`.
+    pub fn database_url_for(&self, service: &str) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let path = self.data_dir.join(format!("{service}.db"));
+                format!("sqlite://{}?mode=rwc", path.display())
+            }
+        }
+    }
+
+    /// The instance id: the flag, or 8 random hex digits.
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+    }
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated for a cluster.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, requires = "nats_user")]
+    pub nats_password: Option<String>,
+
+    /// NATS credentials file (JWT and nkey seed), instead of user and password.
+    #[arg(long, env = "NATS_CREDS", conflicts_with = "nats_user")]
+    pub nats_creds: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// Connection flags for a server at `url` with no credentials (tests, tools).
+    pub fn plain(url: impl Into<String>) -> Self {
+        NatsArgs {
+            nats_url: url.into(),
+            nats_user: None,
+            nats_password: None,
+            nats_creds: None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Circuit breaker knobs, named after opossum's options.
+#[derive(Debug, Clone, Args)]
+pub struct BreakerArgs {
+    /// Time a call may take before it counts as a timeout (opossum `timeout`).
+    #[arg(long, env = "BREAKER_TIMEOUT", value_parser = parse_duration, default_value = "3s")]
+    pub breaker_timeout: Duration,
+
+    /// Error percentage in the rolling window that opens the breaker (opossum `errorThresholdPercentage`).
+    #[arg(long, env = "BREAKER_ERROR_THRESHOLD", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub breaker_error_threshold: u8,
+
+    /// Calls needed in the rolling window before the breaker may open (opossum `volumeThreshold`).
+    #[arg(long, env = "BREAKER_VOLUME_THRESHOLD", default_value_t = 5)]
+    pub breaker_volume_threshold: u32,
+
+    /// Time the breaker stays open before it lets one trial call through (opossum `resetTimeout`).
+    #[arg(long, env = "BREAKER_RESET_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub breaker_reset_timeout: Duration,
+
+    /// Length of the rolling statistics window (opossum `rollingCountTimeout`).
+    #[arg(long, env = "BREAKER_ROLLING_WINDOW", value_parser = parse_duration, default_value = "10s")]
+    pub breaker_rolling_window: Duration,
+
+    /// Buckets the rolling window is split into (opossum `rollingCountBuckets`).
+    #[arg(long, env = "BREAKER_ROLLING_BUCKETS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub breaker_rolling_buckets: u32,
+}
+
+impl BreakerArgs {
+    /// The breaker configuration these flags describe.
+    pub fn to_config(&self) -> crate::breaker::BreakerConfig {
+        crate::breaker::BreakerConfig {
+            timeout: self.breaker_timeout,
+            error_threshold_percentage: self.breaker_error_threshold,
+            volume_threshold: self.breaker_volume_threshold,
+            reset_timeout: self.breaker_reset_timeout,
+            rolling_count_timeout: self.breaker_rolling_window,
+            rolling_count_buckets: self.breaker_rolling_buckets,
+        }
+    }
+}
+
+/// Parses a duration such as `250ms`, `3s`, `15m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 3s or 15m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?}: use ms, s, m or h")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_default_database_is_a_sqlite_file_named_after_the_service() {
+        let args = CommonArgs {
+            nats: NatsArgs::plain("nats://127.0.0.1:4222"),
+            database_url: None,
+            data_dir: PathBuf::from("/tmp/sy"),
+            log_format: LogFormat::Text,
+            instance_id: None,
+        };
+        assert_eq!(
+            args.database_url_for("inventory"),
+            "sqlite:///tmp/sy/inventory.db?mode=rwc"
+        );
+    }
+}

@@ -1,0 +1,472 @@
+//! Message contracts: the JSON every service, the nats CLI and other languages exchange.
+//!
+//! Field names are snake_case; unknown fields are ignored so contracts can grow by adding optional
+//! fields. Every request type is validated on decode ([`decode`]), so a handler only ever sees a
+//! well-formed request and a caller gets a clear message naming the bad field.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The most items one request may carry.
+pub const MAX_ITEMS: usize = 100;
+/// The largest quantity of one item in one request.
+pub const MAX_QUANTITY: u32 = 1_000_000;
+/// The longest SKU, in bytes.
+pub const MAX_SKU_LEN: usize = 64;
+/// The longest user id, in bytes.
+pub const MAX_USER_ID_LEN: usize = 128;
+/// The longest email address, in bytes.
+pub const MAX_EMAIL_LEN: usize = 254;
+/// The largest request payload a service decodes, in bytes.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// Why a payload was refused. The message is meant for the caller: it names the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ContractError {
+    /// The payload is larger than [`MAX_PAYLOAD`].
+    #[error("payload of {0} bytes is larger than the limit of {MAX_PAYLOAD} bytes")]
+    TooLarge(usize),
+    /// The payload is not JSON of the expected shape.
+    #[error("invalid json: {0}")]
+    Json(String),
+    /// The JSON has the right shape but a value breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A request type that checks its own values after serde has checked its shape.
+pub trait Validate {
+    /// Returns the first rule the value breaks, as a message naming the field.
+    fn validate(&self) -> Result<(), ContractError>;
+}
+
+/// Decodes and validates a request payload.
+pub fn decode<T: DeserializeOwned + Validate>(payload: &[u8]) -> Result<T, ContractError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(ContractError::TooLarge(payload.len()));
+    }
+    let value: T = serde_json::from_slice(payload).map_err(|e| ContractError::Json(e.to_string()))?;
+    value.validate()?;
+    Ok(value)
+}
+
+fn invalid(message: String) -> Result<(), ContractError> {
+    Err(ContractError::Invalid(message))
+}
+
+/// Checks a SKU: non-empty, at most [`MAX_SKU_LEN`] bytes, no whitespace or control characters.
+pub fn validate_sku(field: &str, sku: &str) -> Result<(), ContractError> {
+    if sku.is_empty() {
+        return invalid(format!("{field} must not be empty"));
+    }
+    if sku.len() > MAX_SKU_LEN {
+        return invalid(format!("{field} must be at most {MAX_SKU_LEN} bytes"));
+    }
+    if sku.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid(format!("{field} must not contain whitespace"));
+    }
+    Ok(())
+}
+
+fn validate_quantity(field: &str, quantity: u32) -> Result<(), ContractError> {
+    if quantity == 0 || quantity > MAX_QUANTITY {
+        return invalid(format!("{field} must be between 1 and {MAX_QUANTITY}"));
+    }
+    Ok(())
+}
+
+/// One line of an order: a SKU and a positive quantity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Stock keeping unit: non-empty, no whitespace.
+    pub sku: String,
+    /// How many units; at least 1.
+    pub quantity: u32,
+}
+
+/// Checks a list of items: 1 to [`MAX_ITEMS`] lines, each valid, no SKU twice.
+pub fn validate_items(items: &[Item]) -> Result<(), ContractError> {
+    if items.is_empty() {
+        return invalid("items must not be empty".into());
+    }
+    if items.len() > MAX_ITEMS {
+        return invalid(format!("items must have at most {MAX_ITEMS} entries"));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        validate_sku(&format!("items[{i}].sku"), &item.sku)?;
+        validate_quantity(&format!("items[{i}].quantity"), item.quantity)?;
+        if !seen.insert(item.sku.as_str()) {
+            return invalid(format!("items[{i}].sku {:?} appears more than once", item.sku));
+        }
+    }
+    Ok(())
+}
+
+/// `inventory.check` request: are all these items available right now?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    /// The items to check.
+    pub items: Vec<Item>,
+}
+
+impl Validate for CheckRequest {
+    fn validate(&self) -> Result<(), ContractError> {
+        validate_items(&self.items)
+    }
+}
+
+/// `inventory.check` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReply {
+    /// True when every item is available in the asked quantity.
+    pub all_available: bool,
+    /// SKUs that are unknown or short, in request order.
+    pub unavailable_ids: Vec<String>,
+}
+
+/// `inventory.reserve` request: take items off the available stock for one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveRequest {
+    /// The order the reservation belongs to; a repeated reserve for it changes nothing.
+    pub order_id: Uuid,
+    /// The items to reserve, all or nothing.
+    pub items: Vec<Item>,
+}
+
+impl Validate for ReserveRequest {
+    fn validate(&self) -> Result<(), ContractError> {
+        validate_items(&self.items)
+    }
+}
+
+/// `inventory.reserve` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveReply {
+    /// True when every item was reserved; false when none was.
+    pub reserved: bool,
+    /// SKUs that are unknown or short, in request order (empty when reserved).
+    pub unavailable_ids: Vec<String>,
+}
+
+/// `inventory.release` request: give an order's reserved stock back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    /// The order whose reservation is released.
+    pub order_id: Uuid,
+}
+
+impl Validate for ReleaseRequest {
+    fn validate(&self) -> Result<(), ContractError> {
+        Ok(())
+    }
+}
+
+/// `inventory.release` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseReply {
+    /// True when the order's reservation is released (now or earlier); false when it had none.
+    pub released: bool,
+}
+
+/// `inventory.restock` request: add units of one SKU (created when new).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestockRequest {
+    /// The SKU to restock.
+    pub sku: String,
+    /// Units to add; at least 1.
+    pub quantity: u32,
+}
+
+impl Validate for RestockRequest {
+    fn validate(&self) -> Result<(), ContractError> {
+        validate_sku("sku", &self.sku)?;
+        validate_quantity("quantity", self.quantity)
+    }
+}
+
+/// `inventory.restock` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestockReply {
+    /// The restocked SKU.
+    pub sku: String,
+    /// Units now available to reserve.
+    pub available: i64,
+}
+
+/// `inventory.stock` request: stock levels of these SKUs, or of all when empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRequest {
+    /// SKUs to report; empty (or absent) means every SKU.
+    #[serde(default)]
+    pub skus: Vec<String>,
+}
+
+impl Validate for StockRequest {
+    fn validate(&self) -> Result<(), ContractError> {
+        if self.skus.len() > MAX_ITEMS {
+            return invalid(format!("skus must have at most {MAX_ITEMS} entries"));
+        }
+        for (i, sku) in self.skus.iter().enumerate() {
+            validate_sku(&format!("skus[{i}]"), sku)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stock of one SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    /// The SKU.
+    pub sku: String,
+    /// Units free to reserve.
+    pub available: i64,
+    /// Units reserved by orders and not yet committed or released.
+    pub reserved: i64,
+}
+
+/// `inventory.stock` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReply {
+    /// One entry per SKU, sorted by SKU. A requested SKU that is unknown is reported with zeros.
+    pub items: Vec<StockLevel>,
+}
+
+/// `orders.get` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetOrderRequest {
+    /// The order to fetch.
+    pub order_id: Uuid,
+}
+
+impl Validate for GetOrderRequest {
+    fn validate(&self) -> Result<(), ContractError> {
+        Ok(())
+    }
+}
+
+/// `POST /orders` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateOrder {
+    /// Who orders.
+    pub user_id: String,
+    /// Where the confirmation goes; optional.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// What is ordered.
+    pub items: Vec<Item>,
+}
+
+impl Validate for CreateOrder {
+    fn validate(&self) -> Result<(), ContractError> {
+        if self.user_id.trim().is_empty() {
+            return invalid("user_id must not be empty".into());
+        }
+        if self.user_id.len() > MAX_USER_ID_LEN {
+            return invalid(format!("user_id must be at most {MAX_USER_ID_LEN} bytes"));
+        }
+        if let Some(email) = &self.email {
+            let well_formed = email.len() <= MAX_EMAIL_LEN
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+                && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'));
+            if !well_formed {
+                return invalid("email must be an address like user@example.com".into());
+            }
+        }
+        validate_items(&self.items)
+    }
+}
+
+/// Lifecycle state of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Stock is reserved and the order is recorded.
+    Accepted,
+    /// The order was cancelled and its stock released.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The status as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Accepted => "accepted",
+            OrderStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "accepted" => Some(OrderStatus::Accepted),
+            "cancelled" => Some(OrderStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// An order, as `GET /orders/{id}` and `orders.get` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The order id.
+    pub id: Uuid,
+    /// Who ordered.
+    pub user_id: String,
+    /// Where the confirmation goes, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// What was ordered.
+    pub items: Vec<Item>,
+    /// Where the order is in its lifecycle.
+    pub status: OrderStatus,
+    /// When it was accepted (RFC 3339).
+    pub created_at: String,
+}
+
+/// The JSON body of every error reply, on NATS and HTTP alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// The status code (micro error code on NATS, HTTP status on HTTP).
+    pub code: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(sku: &str, quantity: u32) -> Item {
+        Item {
+            sku: sku.into(),
+            quantity,
+        }
+    }
+
+    #[test]
+    fn a_check_request_round_trips_through_json() {
+        let request = CheckRequest {
+            items: vec![item("A-1", 2)],
+        };
+        let json = serde_json::to_vec(&request).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"items":[{"sku":"A-1","quantity":2}]}"#
+        );
+        assert_eq!(decode::<CheckRequest>(&json).unwrap(), request);
+    }
+
+    #[test]
+    fn every_reply_round_trips_through_json() {
+        let reserve = ReserveReply {
+            reserved: false,
+            unavailable_ids: vec!["B-2".into()],
+        };
+        let json = serde_json::to_string(&reserve).unwrap();
+        assert_eq!(json, r#"{"reserved":false,"unavailable_ids":["B-2"]}"#);
+        assert_eq!(serde_json::from_str::<ReserveReply>(&json).unwrap(), reserve);
+
+        let order = Order {
+            id: Uuid::nil(),
+            user_id: "u1".into(),
+            email: None,
+            items: vec![item("A-1", 1)],
+            status: OrderStatus::Accepted,
+            created_at: "2026-11-27T18:00:00Z".into(),
+        };
+        let json = serde_json::to_string(&order).unwrap();
+        assert!(json.contains(r#""status":"accepted""#), "{json}");
+        assert_eq!(serde_json::from_str::<Order>(&json).unwrap(), order);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_so_contracts_can_grow() {
+        let request: CheckRequest =
+            decode(br#"{"items":[{"sku":"A-1","quantity":1,"note":"x"}],"trace":"t"}"#).unwrap();
+        assert_eq!(request.items, vec![item("A-1", 1)]);
+    }
+
+    #[test]
+    fn an_absent_sku_list_asks_for_all_stock() {
+        let request: StockRequest = decode(b"{}").unwrap();
+        assert!(request.skus.is_empty());
+    }
+
+    #[test]
+    fn malformed_json_is_refused_with_a_json_error() {
+        let err = decode::<CheckRequest>(b"{not json").unwrap_err();
+        assert!(matches!(err, ContractError::Json(_)), "{err:?}");
+        assert!(err.to_string().starts_with("invalid json:"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_quantity_is_refused_naming_the_field() {
+        let err = decode::<CheckRequest>(br#"{"items":[{"sku":"A-1","quantity":0}]}"#).unwrap_err();
+        assert_eq!(err.to_string(), "items[0].quantity must be between 1 and 1000000");
+    }
+
+    #[test]
+    fn a_negative_quantity_is_refused() {
+        let err = decode::<CheckRequest>(br#"{"items":[{"sku":"A-1","quantity":-3}]}"#).unwrap_err();
+        assert!(matches!(err, ContractError::Json(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_empty_or_spaced_sku_is_refused() {
+        let err = decode::<CheckRequest>(br#"{"items":[{"sku":"","quantity":1}]}"#).unwrap_err();
+        assert_eq!(err.to_string(), "items[0].sku must not be empty");
+        let err = decode::<RestockRequest>(br#"{"sku":"A 1","quantity":1}"#).unwrap_err();
+        assert_eq!(err.to_string(), "sku must not contain whitespace");
+    }
+
+    #[test]
+    fn empty_duplicate_and_too_many_items_are_refused() {
+        let err = decode::<CheckRequest>(br#"{"items":[]}"#).unwrap_err();
+        assert_eq!(err.to_string(), "items must not be empty");
+
+        let err = decode::<CheckRequest>(br#"{"items":[{"sku":"A","quantity":1},{"sku":"A","quantity":2}]}"#)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "items[1].sku \"A\" appears more than once");
+
+        let many: Vec<Item> = (0..=MAX_ITEMS).map(|i| item(&format!("S-{i}"), 1)).collect();
+        let json = serde_json::to_vec(&CheckRequest { items: many }).unwrap();
+        let err = decode::<CheckRequest>(&json).unwrap_err();
+        assert_eq!(err.to_string(), "items must have at most 100 entries");
+    }
+
+    #[test]
+    fn a_reserve_without_a_uuid_order_id_is_refused() {
+        let err = decode::<ReserveRequest>(br#"{"order_id":"nope","items":[{"sku":"A","quantity":1}]}"#)
+            .unwrap_err();
+        assert!(matches!(err, ContractError::Json(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_oversized_payload_is_refused_before_parsing() {
+        let big = vec![b' '; MAX_PAYLOAD + 1];
+        assert_eq!(
+            decode::<CheckRequest>(&big).unwrap_err(),
+            ContractError::TooLarge(MAX_PAYLOAD + 1)
+        );
+    }
+
+    #[test]
+    fn an_order_needs_a_user_and_a_plausible_email() {
+        let ok = br#"{"user_id":"u1","email":"u1@example.com","items":[{"sku":"A-1","quantity":2}]}"#;
+        assert!(decode::<CreateOrder>(ok).is_ok());
+        let no_email = br#"{"user_id":"u1","items":[{"sku":"A-1","quantity":2}]}"#;
+        assert_eq!(decode::<CreateOrder>(no_email).unwrap().email, None);
+        let blank_user = br#"{"user_id":" ","items":[{"sku":"A-1","quantity":2}]}"#;
+        assert_eq!(
+            decode::<CreateOrder>(blank_user).unwrap_err().to_string(),
+            "user_id must not be empty"
+        );
+        let bad_email = br#"{"user_id":"u1","email":"nobody","items":[{"sku":"A-1","quantity":2}]}"#;
+        assert_eq!(
+            decode::<CreateOrder>(bad_email).unwrap_err().to_string(),
+            "email must be an address like user@example.com"
+        );
+    }
+}

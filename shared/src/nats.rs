@@ -1,0 +1,122 @@
+//! The NATS connection every service opens from the shared flags.
+//!
+//! Services reconnect forever with capped exponential backoff, because a broker restart or a
+//! cluster node failure must never turn into a crashed service; each connection event is logged.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, Event};
+
+use crate::config::NatsArgs;
+
+/// Why a NATS connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The credentials file could not be read.
+    #[error("failed to read nats credentials file {path}")]
+    Credentials {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The first connection attempt failed.
+    #[error("failed to connect to nats at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// Longest wait between two reconnect attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// Reconnect delay for the given attempt: 100 ms doubling up to [`MAX_RECONNECT_DELAY`].
+pub fn reconnect_delay(attempt: usize) -> Duration {
+    let exp = attempt.min(16) as u32;
+    Duration::from_millis(100u64.saturating_mul(1u64 << exp)).min(MAX_RECONNECT_DELAY)
+}
+
+/// Connects to NATS as `<service>-<instance>`, with the flags' credentials.
+///
+/// The first attempt must succeed (a wrong URL fails fast at start-up); after that, the client
+/// reconnects forever.
+pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<Client, ConnectError> {
+    let mut options = ConnectOptions::new();
+    if let Some(path) = &args.nats_creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|source| ConnectError::Credentials {
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
+    if let (Some(user), Some(password)) = (&args.nats_user, &args.nats_password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    let name = format!("{service}-{instance}");
+    let log_name = name.clone();
+    let options = options
+        .name(name)
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(move |event| {
+            let name = log_name.clone();
+            async move {
+                match event {
+                    Event::Connected => tracing::info!(client = %name, "nats connected"),
+                    Event::Disconnected => tracing::warn!(client = %name, "nats disconnected, reconnecting"),
+                    Event::LameDuckMode => {
+                        tracing::warn!(client = %name, "nats server entered lame duck mode")
+                    }
+                    Event::SlowConsumer(sid) => {
+                        tracing::warn!(client = %name, sid, "nats slow consumer, messages dropped")
+                    }
+                    other => tracing::info!(client = %name, event = %other, "nats event"),
+                }
+            }
+        });
+    options
+        .connect(args.nats_url.as_str())
+        .await
+        .map_err(|source| ConnectError::Connect {
+            url: args.nats_url.clone(),
+            source,
+        })
+}
+
+/// Drains a client: pending subscriptions deliver what they hold, then the connection closes.
+/// Waits at most `deadline` for the connection to go away.
+pub async fn drain(client: &Client, deadline: Duration) {
+    if let Err(err) = client.flush().await {
+        tracing::debug!(error = %err, "flush before drain failed");
+    }
+    if let Err(err) = client.drain().await {
+        tracing::debug!(error = %err, "nats drain failed");
+        return;
+    }
+    let wait = async {
+        while client.connection_state() == async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(deadline, wait).await.is_err() {
+        tracing::warn!("nats drain did not finish in {deadline:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delay_doubles_and_is_capped() {
+        assert_eq!(reconnect_delay(0), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(1), Duration::from_millis(200));
+        assert_eq!(reconnect_delay(3), Duration::from_millis(800));
+        assert_eq!(reconnect_delay(10), MAX_RECONNECT_DELAY);
+        assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
+    }
+}

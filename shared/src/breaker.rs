@@ -100,9 +100,19 @@ pub trait TripsBreaker {
     fn trips_breaker(&self) -> bool {
         true
     }
+
+    /// True when the error is the call's own timeout firing (a request timeout inside the call);
+    /// it then counts as a timeout, exactly like the breaker's timeout.
+    fn is_timeout(&self) -> bool {
+        false
+    }
 }
 
-impl TripsBreaker for std::io::Error {}
+impl TripsBreaker for std::io::Error {
+    fn is_timeout(&self) -> bool {
+        self.kind() == std::io::ErrorKind::TimedOut
+    }
+}
 
 /// Counters of call outcomes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -254,6 +264,9 @@ impl Breaker {
         let (outcome, result) = match result {
             Err(_) => (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout))),
             Ok(Ok(value)) => (Outcome::Success, Ok(value)),
+            Ok(Err(err)) if err.is_timeout() => {
+                (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout)))
+            }
             Ok(Err(err)) if err.trips_breaker() => (Outcome::Failure, Err(BreakerError::Failure(err))),
             Ok(Err(err)) => (Outcome::Success, Err(BreakerError::Failure(err))),
         };
@@ -554,6 +567,16 @@ mod tests {
             .await;
         assert!(matches!(result, Err(BreakerError::Timeout(_))), "{result:?}");
         assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(breaker.snapshot().window.timeouts, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inner_timeout_counts_as_a_timeout() {
+        let breaker = Breaker::new("t", config());
+        let result = breaker
+            .call(async { Err::<u32, _>(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow")) })
+            .await;
+        assert!(matches!(result, Err(BreakerError::Timeout(_))), "{result:?}");
         assert_eq!(breaker.snapshot().window.timeouts, 1);
     }
 

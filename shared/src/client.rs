@@ -74,6 +74,10 @@ impl TripsBreaker for RequestError {
             _ => true,
         }
     }
+
+    fn is_timeout(&self) -> bool {
+        matches!(self, RequestError::TimedOut { .. })
+    }
 }
 
 /// Sends typed requests on a NATS client.

@@ -1,0 +1,183 @@
+//! Start-up and shutdown of the order service: flags, connections, HTTP server, micro service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard::breaker::Breaker;
+use switchyard::client::RequestClient;
+use switchyard::config::{BreakerArgs, CommonArgs, parse_duration};
+use switchyard::contracts::GetOrderRequest;
+use switchyard::db::{Db, DbError};
+use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
+use switchyard::names;
+use switchyard::nats::ConnectError;
+use switchyard::shutdown::Shutdown;
+use tokio::net::TcpListener;
+
+use crate::http::{AppState, HttpLimits, router};
+use crate::inventory::InventoryClient;
+use crate::metrics::Metrics;
+use crate::orders::OrderService;
+use crate::store::OrderStore;
+
+/// order-service: the HTTP API for orders, and the NATS micro service `orders`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "order-service", version, about)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Longest time an HTTP request may take before it is answered with 503.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub http_request_timeout: Duration,
+
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "HTTP_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub http_body_limit: usize,
+
+    #[command(flatten)]
+    pub breaker: BreakerArgs,
+}
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("failed to start the micro service")]
+    Micro(#[from] MicroError),
+    #[error("failed to bind the http listener on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("http server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A running order service, bound and connected.
+pub struct App {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    limits: HttpLimits,
+    service: ServiceHandle,
+}
+
+impl App {
+    /// Opens the database, connects to NATS, binds the HTTP port and starts the micro service.
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        let instance = config.common.instance_id();
+        let db = Db::connect(
+            &config.common.database_url_for(names::ORDERS_SERVICE),
+            &crate::MIGRATIONS,
+        )
+        .await?;
+        let client = switchyard::nats::connect(&config.common.nats, names::ORDERS_SERVICE, &instance).await?;
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+
+        let breaker_config = config.breaker.to_config();
+        let requests = RequestClient::new(client.clone(), breaker_config.timeout);
+        let breaker = Arc::new(Breaker::new(names::INVENTORY_SERVICE, breaker_config));
+        let metrics = Arc::new(Metrics::default());
+        let orders = OrderService::new(
+            OrderStore::new(db),
+            InventoryClient::new(requests, breaker),
+            metrics.clone(),
+        );
+        let service = spec(&orders).start(client.clone()).await?;
+        let state = AppState {
+            orders,
+            nats: client,
+            metrics,
+        };
+        let limits = HttpLimits {
+            body_limit: config.http_body_limit,
+            request_timeout: config.http_request_timeout,
+        };
+        tracing::info!(instance = %instance, http = %address, "order-service ready");
+        Ok(App {
+            listener,
+            address,
+            state,
+            limits,
+            service,
+        })
+    }
+
+    /// The HTTP address actually bound.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The HTTP port actually bound.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The circuit breaker guarding inventory calls.
+    pub fn breaker(&self) -> Arc<Breaker> {
+        self.state.orders.inventory().breaker().clone()
+    }
+
+    /// Serves until `shutdown` fires; then drains HTTP, stops the micro service, drains NATS and
+    /// closes the database.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), AppError> {
+        let App {
+            listener,
+            state,
+            limits,
+            service,
+            ..
+        } = self;
+        let app = router(state.clone(), limits);
+        let signal = shutdown.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { signal.wait().await })
+            .await;
+        tracing::info!("order-service stopping: http drained");
+        service.stop().await;
+        switchyard::nats::drain(&state.nats, Duration::from_secs(5)).await;
+        state.orders.store().db().close().await;
+        tracing::info!("order-service stopped");
+        served.map_err(AppError::Serve)
+    }
+}
+
+/// The `orders` micro service.
+pub fn spec(orders: &OrderService) -> ServiceSpec {
+    let orders = orders.clone();
+    ServiceSpec::new(names::ORDERS_SERVICE, env!("CARGO_PKG_VERSION"))
+        .description("Orders by id")
+        .endpoint("get", names::ORDERS_GET, move |request: GetOrderRequest| {
+            let orders = orders.clone();
+            async move {
+                match orders.get(request.order_id).await {
+                    Ok(Some(order)) => Ok(order),
+                    Ok(None) => Err(ServiceError::not_found(format!(
+                        "order {} not found",
+                        request.order_id
+                    ))),
+                    Err(err) => Err(ServiceError::internal(format!("{err:?}"))),
+                }
+            }
+        })
+}

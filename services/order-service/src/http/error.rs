@@ -1,0 +1,100 @@
+//! The HTTP error type: every variant documents its status, and every error body is JSON
+//! `{"error": "<code>", "message": "..."}`. Internal details are logged, never sent.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An HTTP error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON, or a header or path value is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such order or route.
+    #[error("not found")]
+    NotFound,
+    /// 405: the route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: some items are out of stock; nothing was reserved.
+    #[error("out of stock")]
+    OutOfStock(Vec<String>),
+    /// 409: the request conflicts with earlier ones (an abandoned idempotency key).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than the limit.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    #[error("expected a request with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 422: the JSON is well-formed but a value breaks a rule, or an idempotency key is reused.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// 500: something broke inside; the detail is logged.
+    #[error("internal error")]
+    Internal(String),
+    /// 503 with `Retry-After`: inventory is unavailable (breaker open, timeout, no responders).
+    #[error("inventory is unavailable, retry later")]
+    InventoryUnavailable { retry_after: Duration },
+    /// 503: the request took longer than the server's request timeout.
+    #[error("the request timed out")]
+    Timeout,
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::OutOfStock(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InventoryUnavailable { .. } | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::OutOfStock(_) => "out_of_stock",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unprocessable { code, .. } => code,
+            ApiError::Internal(_) => "internal_error",
+            ApiError::InventoryUnavailable { .. } => "inventory_unavailable",
+            ApiError::Timeout => "timeout",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "request failed");
+        }
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        if let ApiError::OutOfStock(ids) = &self {
+            body["unavailable_ids"] = json!(ids);
+        }
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::InventoryUnavailable { retry_after } = &self {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

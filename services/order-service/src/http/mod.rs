@@ -1,0 +1,236 @@
+//! The order service's HTTP API.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /orders` | 201 order; 409 out of stock; 503 + Retry-After when inventory is unavailable; 400/413/415/422 on bad input |
+//! | `GET /orders/{id}` | 200 order; 404 |
+//! | `GET /health/live` | 200 while the process runs |
+//! | `GET /health/ready` | 200 when NATS is connected and the database answers, else 503 |
+//! | `GET /metrics` | Prometheus text |
+
+mod error;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use switchyard::contracts::{ContractError, CreateOrder, Order, Validate, decode};
+use uuid::Uuid;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::orders::{OrderService, PlaceError, Placed, validate_idempotency_key};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Placing and reading orders.
+    pub orders: OrderService,
+    /// The NATS client, for readiness.
+    pub nats: async_nats::Client,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    /// Longest time a request may take before it is answered with 503.
+    pub request_timeout: Duration,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/orders", post(create_order))
+        .route("/orders/{id}", get(get_order))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.body_limit))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(metrics, observe))
+}
+
+/// A JSON body decoded and validated by the contract types, with JSON errors:
+/// 415 without a JSON content type, 413 over the size limit, 400 for malformed JSON,
+/// 422 for a value that breaks a rule.
+pub struct ValidJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ValidJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Validate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(rejection.body_text())
+            }
+        })?;
+        match decode::<T>(&bytes) {
+            Ok(value) => Ok(ValidJson(value)),
+            Err(ContractError::TooLarge(_)) => Err(ApiError::PayloadTooLarge),
+            Err(err @ ContractError::Json(_)) if is_shape_error(&err) => Err(ApiError::Unprocessable {
+                code: "validation_failed",
+                message: err.to_string(),
+            }),
+            Err(err @ ContractError::Json(_)) => Err(ApiError::BadRequest(err.to_string())),
+            Err(err @ ContractError::Invalid(_)) => Err(ApiError::Unprocessable {
+                code: "validation_failed",
+                message: err.to_string(),
+            }),
+        }
+    }
+}
+
+/// Serde reports both syntax errors and wrong types as JSON errors; a body that is valid JSON of
+/// the wrong shape (missing field, wrong type) is a 422, like axum's own `Json` extractor.
+fn is_shape_error(err: &ContractError) -> bool {
+    let text = err.to_string();
+    [
+        "missing field",
+        "invalid type",
+        "invalid value",
+        "unknown variant",
+        "invalid length",
+        "UUID",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
+}
+
+async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ValidJson(request): ValidJson<CreateOrder>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        Some(value) => {
+            let key = value
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be ASCII".into()))?;
+            validate_idempotency_key(key).map_err(ApiError::BadRequest)?;
+            Some(key.to_string())
+        }
+        None => None,
+    };
+    let placed = state
+        .orders
+        .place(request, key.as_deref())
+        .await
+        .map_err(|err| match err {
+            PlaceError::OutOfStock(ids) => ApiError::OutOfStock(ids),
+            PlaceError::InventoryUnavailable { retry_after, reason } => {
+                tracing::warn!(%reason, "inventory unavailable, answering 503");
+                ApiError::InventoryUnavailable { retry_after }
+            }
+            PlaceError::IdempotencyKeyReused => ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was used for a different request".into(),
+            },
+            PlaceError::Abandoned(message) => ApiError::Conflict(message),
+            PlaceError::Internal(detail) => ApiError::Internal(detail),
+        })?;
+    let (order, replayed) = match placed {
+        Placed::Created(order) => (order, false),
+        Placed::Replayed(order) => (order, true),
+    };
+    let mut response = (StatusCode::CREATED, Json(&order)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Order>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::BadRequest("order id must be a UUID".into()))?;
+    match state.orders.get(id).await {
+        Ok(Some(order)) => Ok(Json(order)),
+        Ok(None) => Err(ApiError::NotFound),
+        Err(err) => Err(ApiError::Internal(format!("{err:?}"))),
+    }
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "status": "live" }))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let database = state.orders.store().db().ping().await.is_ok();
+    let status = if nats && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
+        "nats": if nats { "connected" } else { "disconnected" },
+        "database": if database { "ok" } else { "unreachable" },
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(state.orders.inventory().breaker());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn request_timeout(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    metrics.observe_http(&method, &route, response.status().as_u16(), started.elapsed());
+    response
+}

@@ -1,0 +1,104 @@
+//! The order service's view of inventory: `inventory.reserve` and `inventory.release` over NATS,
+//! every reserve through the circuit breaker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::breaker::{Breaker, BreakerError};
+use switchyard::client::{RequestClient, RequestError};
+use switchyard::contracts::{Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest};
+use switchyard::names;
+use uuid::Uuid;
+
+/// Why a reservation got no answer to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    /// Inventory is down, slow or failing, or the breaker is open: try again later.
+    #[error("inventory is unavailable: {reason}")]
+    Unavailable {
+        /// When a retry may succeed.
+        retry_after: Duration,
+        /// What happened, for logs.
+        reason: String,
+    },
+    /// Inventory refused the request itself (4xx): nothing a retry would fix.
+    #[error("inventory refused the reservation: {message}")]
+    Refused {
+        /// The micro error code.
+        code: u16,
+        /// The micro error message.
+        message: String,
+    },
+}
+
+/// Reserves and releases stock on the `inventory` micro service.
+#[derive(Debug, Clone)]
+pub struct InventoryClient {
+    client: RequestClient,
+    breaker: Arc<Breaker>,
+}
+
+impl InventoryClient {
+    /// A client whose reserves go through `breaker` (its timeout bounds each call).
+    pub fn new(client: RequestClient, breaker: Arc<Breaker>) -> Self {
+        InventoryClient { client, breaker }
+    }
+
+    /// The breaker guarding inventory calls.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// Reserves `items` for the order, all or nothing.
+    pub async fn reserve(&self, order_id: Uuid, items: &[Item]) -> Result<ReserveReply, ReserveError> {
+        let request = ReserveRequest {
+            order_id,
+            items: items.to_vec(),
+        };
+        let timeout = self.breaker.config().timeout;
+        let call =
+            self.client
+                .request_with_timeout::<_, ReserveReply>(names::INVENTORY_RESERVE, &request, timeout);
+        // The fallback is the answer "unavailable, retry later" (HTTP 503), counted by the breaker.
+        let call = async move { call.await.map(Ok) };
+        self.breaker
+            .call_or_else(call, |err| {
+                Err(match err {
+                    BreakerError::Open { retry_after } => ReserveError::Unavailable {
+                        retry_after: retry_after.max(Duration::from_secs(1)),
+                        reason: "circuit breaker is open".into(),
+                    },
+                    BreakerError::Timeout(after) => ReserveError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                        reason: format!("timed out after {after:?}"),
+                    },
+                    BreakerError::Failure(RequestError::Service { code, message, .. }) if code < 500 => {
+                        ReserveError::Refused { code, message }
+                    }
+                    BreakerError::Failure(err) => ReserveError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                        reason: error_chain(&err),
+                    },
+                })
+            })
+            .await
+    }
+
+    /// Releases the order's reservation (used when an accepted reservation cannot be recorded).
+    pub async fn release(&self, order_id: Uuid) -> Result<ReleaseReply, RequestError> {
+        self.client
+            .request(names::INVENTORY_RELEASE, &ReleaseRequest { order_id })
+            .await
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,108 @@
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use switchyard::breaker::BreakerState;
+use switchyard::names;
+use switchyard::testkit::eventually;
+
+use crate::helpers::{order_body, spawn_stack_with};
+
+const FAST_BREAKER: &[&str] = &[
+    "--breaker-timeout",
+    "500ms",
+    "--breaker-volume-threshold",
+    "3",
+    "--breaker-reset-timeout",
+    "1s",
+];
+
+#[tokio::test]
+async fn a_stopped_inventory_gives_503_then_the_breaker_answers_at_once_then_orders_recover() {
+    let mut app = spawn_stack_with(FAST_BREAKER).await;
+    app.restock("A-1", 100).await;
+    assert_eq!(app.post_order(&order_body("A-1", 1), None).await.status, 201);
+    app.stop_inventory().await;
+
+    // No responders: each call fails at once, well within the breaker timeout.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = app.post_order(&order_body("A-1", 1), None).await;
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert_eq!(answer.body["error"], "inventory_unavailable");
+        assert!(answer.headers.contains_key("retry-after"));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    // 3 failures out of 4 calls in the window: open.
+    assert_eq!(app.breaker.state(), BreakerState::Open);
+
+    // While open, the breaker answers without calling inventory, even once it is back.
+    app.start_inventory().await;
+    let rejects_before = app.breaker.snapshot().totals.rejects;
+    let answer = app.post_order(&order_body("A-1", 1), None).await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.headers["retry-after"], "1");
+    assert_eq!(app.breaker.snapshot().totals.rejects, rejects_before + 1);
+
+    // After the reset timeout a trial goes through and closes the breaker.
+    eventually(
+        Duration::from_secs(10),
+        "an order to succeed after the reset timeout",
+        || async { app.post_order(&order_body("A-1", 1), None).await.status == 201 },
+    )
+    .await;
+    assert_eq!(app.breaker.state(), BreakerState::Closed);
+    assert_eq!(app.stock("A-1").await, (98, 2));
+}
+
+#[tokio::test]
+async fn a_hung_inventory_times_out_into_a_503_and_does_not_hold_callers() {
+    let mut app = spawn_stack_with(FAST_BREAKER).await;
+    app.stop_inventory().await;
+    // Something takes inventory.reserve requests and never answers.
+    let nats = app.nats.client().await;
+    let mut black_hole = nats
+        .queue_subscribe(names::INVENTORY_RESERVE, names::QUEUE_GROUP.into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let swallow = tokio::spawn(async move { while black_hole.next().await.is_some() {} });
+
+    let started = Instant::now();
+    let answer = app.post_order(&order_body("A-1", 1), None).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
+        "took {elapsed:?}"
+    );
+    assert_eq!(app.breaker.snapshot().totals.timeouts, 1);
+
+    // Callers in parallel are all answered within the timeout, not queued behind each other.
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let http = app.http.clone();
+        let url = format!("{}/orders", app.base_url);
+        calls.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&order_body("A-1", 1))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap().as_u16(), 503);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "parallel calls took {:?}",
+        started.elapsed()
+    );
+    swallow.abort();
+}

@@ -1,0 +1,5 @@
+mod breaker;
+mod helpers;
+mod idempotency;
+mod orders;
+mod validation;

@@ -97,8 +97,10 @@ pub async fn drain(client: &Client, deadline: Duration) {
         tracing::debug!(error = %err, "nats drain failed");
         return;
     }
+    // Once the drain completes the connection task exits, and with it every command fails: a
+    // flush that errors is the sign the client is closed.
     let wait = async {
-        while client.connection_state() == async_nats::connection::State::Connected {
+        while client.flush().await.is_ok() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };

@@ -114,7 +114,6 @@ pub fn item(sku: &str, quantity: u32) -> Item {
 }
 
 /// Where the Python interop scripts live.
-#[allow(dead_code)]
 pub fn interop_dir() -> PathBuf {
     switchyard::testkit::workspace_root().join("tests/interop")
 }

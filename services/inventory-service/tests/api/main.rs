@@ -1,4 +1,5 @@
 mod discovery;
 mod endpoints;
 mod helpers;
+mod interop;
 mod reservations;

@@ -100,18 +100,34 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
     let requests = RequestClient::new(client.clone(), Duration::from_secs(5));
     for (sku, quantity) in CATALOGUE {
         let reply: RestockReply = requests
-            .request(names::INVENTORY_RESTOCK, &RestockRequest { sku: sku.to_string(), quantity: *quantity })
+            .request(
+                names::INVENTORY_RESTOCK,
+                &RestockRequest {
+                    sku: sku.to_string(),
+                    quantity: *quantity,
+                },
+            )
             .await
             .with_context(|| format!("failed to restock {sku}: is inventory-service running?"))?;
         tracing::info!(sku = reply.sku, available = reply.available, "restocked");
     }
 
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().context("http client")?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("http client")?;
     let url = format!("{}/orders", args.http_url.trim_end_matches('/'));
-    let ready = http.get(format!("{}/health/ready", args.http_url.trim_end_matches('/'))).send().await;
+    let ready = http
+        .get(format!("{}/health/ready", args.http_url.trim_end_matches('/')))
+        .send()
+        .await;
     match ready {
         Ok(response) if response.status().is_success() => {}
-        Ok(response) => bail!("order-service at {} is not ready: {}", args.http_url, response.status()),
+        Ok(response) => bail!(
+            "order-service at {} is not ready: {}",
+            args.http_url,
+            response.status()
+        ),
         Err(err) => bail!("order-service at {} does not answer: {err}", args.http_url),
     }
 
@@ -120,7 +136,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.min(args.orders.max(1)) {
-        let (http, url, next, done, total) = (http.clone(), url.clone(), next.clone(), done.clone(), args.orders);
+        let (http, url, next, done, total) =
+            (http.clone(), url.clone(), next.clone(), done.clone(), args.orders);
         workers.push(tokio::spawn(async move {
             let mut local = Summary::default();
             loop {
@@ -129,7 +146,13 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
                     break;
                 }
                 // Every tenth order asks for the rare SKU, so the catalogue runs out on purpose.
-                let sku = if n % 10 == 9 { "DEMO-RARE" } else if n % 2 == 0 { "DEMO-A" } else { "DEMO-B" };
+                let sku = if n % 10 == 9 {
+                    "DEMO-RARE"
+                } else if n % 2 == 0 {
+                    "DEMO-A"
+                } else {
+                    "DEMO-B"
+                };
                 let body = json!({
                     "user_id": format!("demo-user-{}", n % 50),
                     "email": format!("demo-user-{}@example.com", n % 50),
@@ -187,7 +210,11 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
 
 fn draw_progress(done: u64, total: u64) {
     let width: usize = 40;
-    let filled = if total == 0 { width } else { (done.min(total) * width as u64 / total) as usize };
+    let filled = if total == 0 {
+        width
+    } else {
+        (done.min(total) * width as u64 / total) as usize
+    };
     let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width - filled));
     let mut stderr = std::io::stderr();
     let _ = write!(stderr, "\r[{bar}] {done}/{total} orders");

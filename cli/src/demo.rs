@@ -210,11 +210,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
 
 fn draw_progress(done: u64, total: u64) {
     let width: usize = 40;
-    let filled = if total == 0 {
-        width
-    } else {
-        (done.min(total) * width as u64 / total) as usize
-    };
+    let filled = (done.min(total) * width as u64)
+        .checked_div(total)
+        .map_or(width, |f| f as usize);
     let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width - filled));
     let mut stderr = std::io::stderr();
     let _ = write!(stderr, "\r[{bar}] {done}/{total} orders");

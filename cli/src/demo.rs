@@ -100,34 +100,18 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
     let requests = RequestClient::new(client.clone(), Duration::from_secs(5));
     for (sku, quantity) in CATALOGUE {
         let reply: RestockReply = requests
-            .request(
-                names::INVENTORY_RESTOCK,
-                &RestockRequest {
-                    sku: sku.to_string(),
-                    quantity: *quantity,
-                },
-            )
+            .request(names::INVENTORY_RESTOCK, &RestockRequest { sku: sku.to_string(), quantity: *quantity })
             .await
             .with_context(|| format!("failed to restock {sku}: is inventory-service running?"))?;
         tracing::info!(sku = reply.sku, available = reply.available, "restocked");
     }
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("http client")?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().context("http client")?;
     let url = format!("{}/orders", args.http_url.trim_end_matches('/'));
-    let ready = http
-        .get(format!("{}/health/ready", args.http_url.trim_end_matches('/')))
-        .send()
-        .await;
+    let ready = http.get(format!("{}/health/ready", args.http_url.trim_end_matches('/'))).send().await;
     match ready {
         Ok(response) if response.status().is_success() => {}
-        Ok(response) => bail!(
-            "order-service at {} is not ready: {}",
-            args.http_url,
-            response.status()
-        ),
+        Ok(response) => bail!("order-service at {} is not ready: {}", args.http_url, response.status()),
         Err(err) => bail!("order-service at {} does not answer: {err}", args.http_url),
     }
 
@@ -210,9 +194,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
 
 fn draw_progress(done: u64, total: u64) {
     let width: usize = 40;
-    let filled = (done.min(total) * width as u64)
-        .checked_div(total)
-        .map_or(width, |f| f as usize);
+    let filled = (done.min(total) * width as u64).checked_div(total).map_or(width, |f| f as usize);
     let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width - filled));
     let mut stderr = std::io::stderr();
     let _ = write!(stderr, "\r[{bar}] {done}/{total} orders");

@@ -257,9 +257,7 @@ impl Breaker {
         E: TripsBreaker,
         F: Future<Output = Result<T, E>>,
     {
-        let mut admission = self
-            .try_admit()
-            .map_err(|retry_after| BreakerError::Open { retry_after })?;
+        let mut admission = self.try_admit().map_err(|retry_after| BreakerError::Open { retry_after })?;
         let result = tokio::time::timeout(self.config.timeout, call).await;
         let (outcome, result) = match result {
             Err(_) => (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout))),
@@ -338,9 +336,7 @@ impl Breaker {
         if let State::Open { until } = inner.state
             && now >= until
         {
-            inner.state = State::HalfOpen {
-                trial_in_flight: false,
-            };
+            inner.state = State::HalfOpen { trial_in_flight: false };
         }
     }
 
@@ -350,19 +346,11 @@ impl Breaker {
         Self::refresh(&mut inner, now);
         let rejected_for = match &mut inner.state {
             State::Closed => {
-                return Ok(Admission {
-                    breaker: self,
-                    trial: false,
-                    done: false,
-                });
+                return Ok(Admission { breaker: self, trial: false, done: false });
             }
             State::HalfOpen { trial_in_flight } if !*trial_in_flight => {
                 *trial_in_flight = true;
-                return Ok(Admission {
-                    breaker: self,
-                    trial: true,
-                    done: false,
-                });
+                return Ok(Admission { breaker: self, trial: true, done: false });
             }
             State::HalfOpen { .. } => Duration::ZERO,
             State::Open { until } => until.saturating_duration_since(now),
@@ -410,9 +398,7 @@ impl Breaker {
 
     fn open(&self, inner: &mut Inner, now: Instant) {
         tracing::warn!(breaker = %self.name, reset_timeout = ?self.config.reset_timeout, "circuit breaker opened");
-        inner.state = State::Open {
-            until: now + self.config.reset_timeout,
-        };
+        inner.state = State::Open { until: now + self.config.reset_timeout };
         inner.opened += 1;
     }
 
@@ -431,10 +417,7 @@ impl Breaker {
                 }
                 None => now,
             };
-            inner.buckets.push_back(Bucket {
-                start,
-                counts: Counts::default(),
-            });
+            inner.buckets.push_back(Bucket { start, counts: Counts::default() });
         }
         if let Some(bucket) = inner.buckets.back_mut() {
             bucket.counts.add(outcome);
@@ -665,10 +648,7 @@ mod tests {
         let breaker = Breaker::new("t", config());
         for _ in 0..10 {
             let result = breaker.call(async { Err::<u32, _>(Boom { trips: false }) }).await;
-            assert!(matches!(
-                result,
-                Err(BreakerError::Failure(Boom { trips: false }))
-            ));
+            assert!(matches!(result, Err(BreakerError::Failure(Boom { trips: false }))));
         }
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert_eq!(breaker.snapshot().window.successes, 10);

@@ -26,11 +26,7 @@ pub enum RequestError {
     TimedOut { subject: String, timeout: Duration },
     /// The service answered with a micro error reply.
     #[error("{subject} answered with error {code}: {message}")]
-    Service {
-        subject: String,
-        code: u16,
-        message: String,
-    },
+    Service { subject: String, code: u16, message: String },
     /// The request could not be encoded as JSON.
     #[error("failed to encode request for {subject}")]
     Encode {
@@ -118,15 +114,11 @@ impl RequestClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(request).map_err(|source| RequestError::Encode {
-            subject: subject.to_string(),
-            source,
-        })?;
+        let payload = serde_json::to_vec(request)
+            .map_err(|source| RequestError::Encode { subject: subject.to_string(), source })?;
         let reply = self.request_raw(subject, payload.into(), timeout).await?;
-        serde_json::from_slice(&reply).map_err(|source| RequestError::Decode {
-            subject: subject.to_string(),
-            source,
-        })
+        serde_json::from_slice(&reply)
+            .map_err(|source| RequestError::Decode { subject: subject.to_string(), source })
     }
 
     /// Sends raw bytes and returns the raw reply; micro error replies become [`RequestError::Service`].
@@ -137,23 +129,15 @@ impl RequestClient {
         timeout: Duration,
     ) -> Result<Bytes, RequestError> {
         let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
-        let message = self
-            .client
-            .send_request(subject.to_string(), request)
-            .await
-            .map_err(|source| match source.kind() {
-                RequestErrorKind::NoResponders => RequestError::NoResponders {
-                    subject: subject.to_string(),
-                },
-                RequestErrorKind::TimedOut => RequestError::TimedOut {
-                    subject: subject.to_string(),
-                    timeout,
-                },
-                _ => RequestError::Transport {
-                    subject: subject.to_string(),
-                    source,
-                },
-            })?;
+        let message = self.client.send_request(subject.to_string(), request).await.map_err(|source| {
+            match source.kind() {
+                RequestErrorKind::NoResponders => RequestError::NoResponders { subject: subject.to_string() },
+                RequestErrorKind::TimedOut => {
+                    RequestError::TimedOut { subject: subject.to_string(), timeout }
+                }
+                _ => RequestError::Transport { subject: subject.to_string(), source },
+            }
+        })?;
         if let Some(headers) = &message.headers
             && let Some(code) = headers.get(SERVICE_ERROR_CODE_HEADER)
         {
@@ -163,11 +147,7 @@ impl RequestClient {
                 .ok()
                 .or_else(|| headers.get(SERVICE_ERROR_HEADER).map(|v| v.as_str().to_string()))
                 .unwrap_or_else(|| "unknown error".to_string());
-            return Err(RequestError::Service {
-                subject: subject.to_string(),
-                code,
-                message,
-            });
+            return Err(RequestError::Service { subject: subject.to_string(), code, message });
         }
         Ok(message.payload)
     }

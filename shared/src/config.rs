@@ -30,6 +30,32 @@ pub struct CommonArgs {
     /// Name of this instance, part of the NATS client name; default a random id.
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
+
+    #[command(flatten)]
+    pub streams: StreamArgs,
+}
+
+/// How the JetStream streams are declared.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Replicas of the ORDERS and DLQ streams: 1 on one machine, 3 on a cluster.
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: u8,
+
+    /// Window in which the ORDERS stream drops a repeated event id; covers the outbox relay's retries.
+    #[arg(long, env = "DUPLICATE_WINDOW", value_parser = parse_duration, default_value = "15m")]
+    pub duplicate_window: Duration,
+}
+
+impl StreamArgs {
+    /// The stream settings these flags describe.
+    pub fn settings(&self) -> crate::streams::StreamSettings {
+        crate::streams::StreamSettings {
+            replicas: usize::from(self.stream_replicas),
+            duplicate_window: self.duplicate_window,
+            ..Default::default()
+        }
+    }
 }
 
 impl CommonArgs {
@@ -46,9 +72,7 @@ impl CommonArgs {
 
     /// The instance id: the flag, or 8 random hex digits.
     pub fn instance_id(&self) -> String {
-        self.instance_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+        self.instance_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
     }
 }
 
@@ -75,12 +99,7 @@ pub struct NatsArgs {
 impl NatsArgs {
     /// Connection flags for a server at `url` with no credentials (tests, tools).
     pub fn plain(url: impl Into<String>) -> Self {
-        NatsArgs {
-            nats_url: url.into(),
-            nats_user: None,
-            nats_password: None,
-            nats_creds: None,
-        }
+        NatsArgs { nats_url: url.into(), nats_user: None, nats_password: None, nats_creds: None }
     }
 }
 
@@ -138,13 +157,10 @@ impl BreakerArgs {
 /// Parses a duration such as `250ms`, `3s`, `15m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 3s or 15m"))?;
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 3s or 15m"))?;
     let seconds = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
@@ -181,10 +197,8 @@ mod tests {
             data_dir: PathBuf::from("/tmp/sy"),
             log_format: LogFormat::Text,
             instance_id: None,
+            streams: StreamArgs { stream_replicas: 1, duplicate_window: Duration::from_secs(60) },
         };
-        assert_eq!(
-            args.database_url_for("inventory"),
-            "sqlite:///tmp/sy/inventory.db?mode=rwc"
-        );
+        assert_eq!(args.database_url_for("inventory"), "sqlite:///tmp/sy/inventory.db?mode=rwc");
     }
 }

@@ -325,6 +325,115 @@ pub struct Order {
     pub created_at: String,
 }
 
+/// `events.orders.created.<order_id>`: an order was accepted (its stock is reserved).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    /// Unique per event; also its `Nats-Msg-Id`.
+    pub event_id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// Who ordered.
+    pub user_id: String,
+    /// Where the confirmation goes, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// What was ordered.
+    pub items: Vec<Item>,
+    /// When the order was accepted (RFC 3339).
+    pub created_at: String,
+}
+
+/// `events.orders.cancelled.<order_id>`: an order was cancelled; its stock goes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    /// Unique per event.
+    pub event_id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// Why, in words.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub cancelled_at: String,
+}
+
+/// Lifecycle events the consumers publish: `stock_committed`, `stock_released`,
+/// `confirmation_sent`. The kind is in the subject; `detail` says what happened in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLifecycle {
+    /// Unique per event.
+    pub event_id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+    /// What happened, for people (the reason of a release, the address of a confirmation).
+    #[serde(default)]
+    pub detail: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// Any order event, decoded only as far as every event goes: its ids.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EventIds {
+    /// Unique per event.
+    pub event_id: Uuid,
+    /// The order.
+    pub order_id: Uuid,
+}
+
+/// `POST /orders/{id}/cancel` body (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    /// Why, in words; default "cancelled by customer".
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Validate for CancelOrder {
+    fn validate(&self) -> Result<(), ContractError> {
+        match &self.reason {
+            Some(reason) if reason.len() > 500 => invalid("reason must be at most 500 bytes".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `audit.history` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// The order whose events are asked for.
+    pub order_id: Uuid,
+}
+
+impl Validate for HistoryRequest {
+    fn validate(&self) -> Result<(), ContractError> {
+        Ok(())
+    }
+}
+
+/// One event in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditedEvent {
+    /// Sequence in the `ORDERS` stream.
+    pub stream_seq: u64,
+    /// The event's subject.
+    pub subject: String,
+    /// The event kind (`created`, `stock_committed`, ...).
+    pub kind: String,
+    /// The event as published.
+    pub payload: serde_json::Value,
+    /// When it was published to the stream (RFC 3339).
+    pub published_at: String,
+}
+
+/// `audit.history` reply: the order's events in stream order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryReply {
+    /// The order.
+    pub order_id: Uuid,
+    /// Its events, oldest first.
+    pub events: Vec<AuditedEvent>,
+}
+
 /// The JSON body of every error reply, on NATS and HTTP alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -339,31 +448,20 @@ mod tests {
     use super::*;
 
     fn item(sku: &str, quantity: u32) -> Item {
-        Item {
-            sku: sku.into(),
-            quantity,
-        }
+        Item { sku: sku.into(), quantity }
     }
 
     #[test]
     fn a_check_request_round_trips_through_json() {
-        let request = CheckRequest {
-            items: vec![item("A-1", 2)],
-        };
+        let request = CheckRequest { items: vec![item("A-1", 2)] };
         let json = serde_json::to_vec(&request).unwrap();
-        assert_eq!(
-            std::str::from_utf8(&json).unwrap(),
-            r#"{"items":[{"sku":"A-1","quantity":2}]}"#
-        );
+        assert_eq!(std::str::from_utf8(&json).unwrap(), r#"{"items":[{"sku":"A-1","quantity":2}]}"#);
         assert_eq!(decode::<CheckRequest>(&json).unwrap(), request);
     }
 
     #[test]
     fn every_reply_round_trips_through_json() {
-        let reserve = ReserveReply {
-            reserved: false,
-            unavailable_ids: vec!["B-2".into()],
-        };
+        let reserve = ReserveReply { reserved: false, unavailable_ids: vec!["B-2".into()] };
         let json = serde_json::to_string(&reserve).unwrap();
         assert_eq!(json, r#"{"reserved":false,"unavailable_ids":["B-2"]}"#);
         assert_eq!(serde_json::from_str::<ReserveReply>(&json).unwrap(), reserve);
@@ -446,10 +544,7 @@ mod tests {
     #[test]
     fn an_oversized_payload_is_refused_before_parsing() {
         let big = vec![b' '; MAX_PAYLOAD + 1];
-        assert_eq!(
-            decode::<CheckRequest>(&big).unwrap_err(),
-            ContractError::TooLarge(MAX_PAYLOAD + 1)
-        );
+        assert_eq!(decode::<CheckRequest>(&big).unwrap_err(), ContractError::TooLarge(MAX_PAYLOAD + 1));
     }
 
     #[test]
@@ -459,10 +554,7 @@ mod tests {
         let no_email = br#"{"user_id":"u1","items":[{"sku":"A-1","quantity":2}]}"#;
         assert_eq!(decode::<CreateOrder>(no_email).unwrap().email, None);
         let blank_user = br#"{"user_id":" ","items":[{"sku":"A-1","quantity":2}]}"#;
-        assert_eq!(
-            decode::<CreateOrder>(blank_user).unwrap_err().to_string(),
-            "user_id must not be empty"
-        );
+        assert_eq!(decode::<CreateOrder>(blank_user).unwrap_err().to_string(), "user_id must not be empty");
         let bad_email = br#"{"user_id":"u1","email":"nobody","items":[{"sku":"A-1","quantity":2}]}"#;
         assert_eq!(
             decode::<CreateOrder>(bad_email).unwrap_err().to_string(),

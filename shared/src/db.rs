@@ -87,10 +87,8 @@ impl Db {
             && let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(Path::to_path_buf))
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(&dir).map_err(|source| DbError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| DbError::CreateDir { path: dir.display().to_string(), source })?;
         }
         let mut options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
@@ -106,10 +104,8 @@ impl Db {
                 })
             });
         }
-        let pool = options.connect(url).await.map_err(|source| DbError::Connect {
-            url: redact(url),
-            source,
-        })?;
+        let pool =
+            options.connect(url).await.map_err(|source| DbError::Connect { url: redact(url), source })?;
         let list = match backend {
             Backend::Sqlite => migrations.sqlite,
             Backend::Postgres => migrations.postgres,
@@ -127,10 +123,7 @@ impl Db {
                 })
                 .collect(),
         );
-        migrator.run(&pool).await.map_err(|source| DbError::Migrate {
-            url: redact(url),
-            source,
-        })?;
+        migrator.run(&pool).await.map_err(|source| DbError::Migrate { url: redact(url), source })?;
         Ok(Db { pool, backend })
     }
 
@@ -180,9 +173,7 @@ fn backend_of(url: &str) -> Result<Backend, DbError> {
 }
 
 fn sqlite_path(url: &str) -> Option<&Path> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
 }
@@ -207,10 +198,7 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }
@@ -219,14 +207,8 @@ mod tests {
     fn the_backend_follows_the_url_scheme() {
         assert_eq!(backend_of("sqlite://a.db").unwrap(), Backend::Sqlite);
         assert_eq!(backend_of("postgres://h/db").unwrap(), Backend::Postgres);
-        assert!(matches!(
-            backend_of("mysql://h/db"),
-            Err(DbError::UnsupportedUrl(_))
-        ));
-        assert_eq!(
-            sqlite_path("sqlite://./data/x.db?mode=rwc"),
-            Some(Path::new("./data/x.db"))
-        );
+        assert!(matches!(backend_of("mysql://h/db"), Err(DbError::UnsupportedUrl(_))));
+        assert_eq!(sqlite_path("sqlite://./data/x.db?mode=rwc"), Some(Path::new("./data/x.db")));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

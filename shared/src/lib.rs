@@ -9,12 +9,17 @@
 pub mod breaker;
 pub mod client;
 pub mod config;
+pub mod consumer;
 pub mod contracts;
 pub mod db;
+pub mod dlq;
+pub mod inbox;
 pub mod micro;
 pub mod names;
 pub mod nats;
+pub mod outbox;
 pub mod shutdown;
+pub mod streams;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -53,35 +53,23 @@ pub struct ServiceError {
 impl ServiceError {
     /// 400: the request is malformed.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ServiceError {
-            code: 400,
-            message: message.into(),
-        }
+        ServiceError { code: 400, message: message.into() }
     }
 
     /// 404: the thing asked for does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ServiceError {
-            code: 404,
-            message: message.into(),
-        }
+        ServiceError { code: 404, message: message.into() }
     }
 
     /// 409: the request conflicts with the current state.
     pub fn conflict(message: impl Into<String>) -> Self {
-        ServiceError {
-            code: 409,
-            message: message.into(),
-        }
+        ServiceError { code: 409, message: message.into() }
     }
 
     /// 500: something broke inside. Logs `detail`; the caller sees only "internal error".
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "request failed");
-        ServiceError {
-            code: 500,
-            message: "internal error".into(),
-        }
+        ServiceError { code: 500, message: "internal error".into() }
     }
 }
 
@@ -177,26 +165,17 @@ impl ServiceSpec {
             Box::pin(async move {
                 let request = decode::<Req>(&message.payload)?;
                 let response = handler(request).await?;
-                serde_json::to_vec(&response)
-                    .map(Bytes::from)
-                    .map_err(ServiceError::internal)
+                serde_json::to_vec(&response).map(Bytes::from).map_err(ServiceError::internal)
             })
         });
-        self.endpoints.push(EndpointSpec {
-            name: name.into(),
-            subject: subject.into(),
-            handler,
-        });
+        self.endpoints.push(EndpointSpec { name: name.into(), subject: subject.into(), handler });
         self
     }
 
     /// Subscribes every endpoint and the discovery subjects and starts serving.
     pub async fn start(self, client: Client) -> Result<ServiceHandle, MicroError> {
         if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(MicroError::InvalidName(self.name));
         }
@@ -243,35 +222,19 @@ impl ServiceSpec {
                 verbs.push(subscriber.map(move |message| (verb, message)).boxed());
             }
         }
-        let discovery = tokio::spawn(answer_discovery(
-            client,
-            shared.clone(),
-            stream::select_all(verbs),
-            stop_rx,
-        ));
+        let discovery =
+            tokio::spawn(answer_discovery(client, shared.clone(), stream::select_all(verbs), stop_rx));
         tracing::info!(service = %shared.name, id = %id, "micro service started");
-        Ok(ServiceHandle {
-            shared,
-            stop: stop_tx,
-            endpoint_tasks,
-            discovery: Some(discovery),
-        })
+        Ok(ServiceHandle { shared, stop: stop_tx, endpoint_tasks, discovery: Some(discovery) })
     }
 }
 
 async fn subscribe(client: &Client, subject: &str, queue: Option<&str>) -> Result<Subscriber, MicroError> {
     let result = match queue {
-        Some(queue) => {
-            client
-                .queue_subscribe(subject.to_string(), queue.to_string())
-                .await
-        }
+        Some(queue) => client.queue_subscribe(subject.to_string(), queue.to_string()).await,
         None => client.subscribe(subject.to_string()).await,
     };
-    result.map_err(|source| MicroError::Subscribe {
-        subject: subject.to_string(),
-        source,
-    })
+    result.map_err(|source| MicroError::Subscribe { subject: subject.to_string(), source })
 }
 
 /// A 22-character random id, like the NUIDs other micro implementations use.
@@ -604,14 +567,9 @@ impl EndpointWorker {
                 let mut headers = HeaderMap::new();
                 headers.insert(SERVICE_ERROR_HEADER, err.message.as_str());
                 headers.insert(SERVICE_ERROR_CODE_HEADER, err.code.to_string().as_str());
-                let body = serde_json::to_vec(&ErrorBody {
-                    error: err.message.clone(),
-                    code: err.code,
-                })
-                .unwrap_or_default();
-                self.client
-                    .publish_with_headers(reply, headers, body.into())
-                    .await
+                let body = serde_json::to_vec(&ErrorBody { error: err.message.clone(), code: err.code })
+                    .unwrap_or_default();
+                self.client.publish_with_headers(reply, headers, body.into()).await
             }
         };
         if let Err(err) = sent {

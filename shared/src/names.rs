@@ -103,13 +103,7 @@ mod tests {
     #[test]
     fn srv_subjects_narrow_by_name_and_id() {
         assert_eq!(srv_subject("PING", None, None), "$SRV.PING");
-        assert_eq!(
-            srv_subject("INFO", Some("inventory"), None),
-            "$SRV.INFO.inventory"
-        );
-        assert_eq!(
-            srv_subject("STATS", Some("inventory"), Some("abc")),
-            "$SRV.STATS.inventory.abc"
-        );
+        assert_eq!(srv_subject("INFO", Some("inventory"), None), "$SRV.INFO.inventory");
+        assert_eq!(srv_subject("STATS", Some("inventory"), Some("abc")), "$SRV.STATS.inventory.abc");
     }
 }

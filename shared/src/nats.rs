@@ -47,10 +47,7 @@ pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<C
         options = options
             .credentials_file(path)
             .await
-            .map_err(|source| ConnectError::Credentials {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| ConnectError::Credentials { path: path.display().to_string(), source })?;
     }
     if let (Some(user), Some(password)) = (&args.nats_user, &args.nats_password) {
         options = options.user_and_password(user.clone(), password.clone());
@@ -81,10 +78,7 @@ pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<C
     options
         .connect(args.nats_url.as_str())
         .await
-        .map_err(|source| ConnectError::Connect {
-            url: args.nats_url.clone(),
-            source,
-        })
+        .map_err(|source| ConnectError::Connect { url: args.nats_url.clone(), source })
 }
 
 /// Drains a client: pending subscriptions deliver what they hold, then the connection closes.

@@ -22,10 +22,7 @@ impl Shutdown {
     /// A signal that fires only when triggered.
     pub fn new() -> Self {
         let (sender, receiver) = watch::channel(false);
-        Shutdown {
-            sender: std::sync::Arc::new(sender),
-            receiver,
-        }
+        Shutdown { sender: std::sync::Arc::new(sender), receiver }
     }
 
     /// A signal that fires on Ctrl-C or SIGTERM (or when triggered).

@@ -22,10 +22,7 @@ pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/
 
 /// The repository root (where `.tools` lives).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Finds the nats-server binary, or panics saying how to install it.
@@ -81,13 +78,8 @@ impl NatsServerBuilder {
     /// Starts the server and waits until it accepts clients.
     pub fn start(self) -> NatsServer {
         let store = tempfile::tempdir().expect("create nats store dir");
-        let mut server = NatsServer {
-            child: None,
-            port: 0,
-            store,
-            binary: nats_server_binary(),
-            builder: self,
-        };
+        let mut server =
+            NatsServer { child: None, port: 0, store, binary: nats_server_binary(), builder: self };
         server.launch(server.builder.port);
         server
     }
@@ -136,9 +128,7 @@ impl NatsServer {
 
     /// Connects a plain client.
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(self.url())
-            .await
-            .expect("connect to test nats-server")
+        async_nats::connect(self.url()).await.expect("connect to test nats-server")
     }
 
     /// Kills the server (SIGKILL), as a crash would.
@@ -179,9 +169,8 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("failed to start {}: {err}", self.binary.display()));
+        let mut child =
+            command.spawn().unwrap_or_else(|err| panic!("failed to start {}: {err}", self.binary.display()));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -234,11 +223,7 @@ impl TestDatabase {
     pub fn sqlite() -> TestDatabase {
         let dir = tempfile::tempdir().expect("create temp dir for sqlite");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-        TestDatabase {
-            url,
-            postgres: None,
-            _dir: Some(dir),
-        }
+        TestDatabase { url, postgres: None, _dir: Some(dir) }
     }
 
     /// A new, empty Postgres database on the server of `SWITCHYARD_TEST_POSTGRES_URL`
@@ -247,24 +232,15 @@ impl TestDatabase {
         use sqlx::{Connection, Executor};
         let admin = std::env::var(TEST_POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.into());
         let name = format!("sy_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::postgres::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|err| {
-                panic!("cannot reach postgres at {admin} (set {TEST_POSTGRES_URL_ENV}): {err}")
-            });
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin).await.unwrap_or_else(|err| {
+            panic!("cannot reach postgres at {admin} (set {TEST_POSTGRES_URL_ENV}): {err}")
+        });
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await
             .unwrap_or_else(|err| panic!("cannot create database {name}: {err}"));
         let _ = conn.close().await;
-        let base = admin
-            .rsplit_once('/')
-            .map(|(base, _)| base.to_string())
-            .unwrap_or(admin.clone());
-        TestDatabase {
-            url: format!("{base}/{name}"),
-            postgres: Some((admin, name)),
-            _dir: None,
-        }
+        let base = admin.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap_or(admin.clone());
+        TestDatabase { url: format!("{base}/{name}"), postgres: Some((admin, name)), _dir: None }
     }
 
     /// The database URL.
@@ -287,9 +263,7 @@ impl Drop for TestDatabase {
             runtime.block_on(async move {
                 if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin).await {
                     let _ = conn
-                        .execute(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
+                        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
                         .await;
                     let _ = conn.close().await;
                 }

@@ -11,8 +11,7 @@ pub fn now_rfc3339() -> String {
 /// Formats a time as RFC 3339.
 pub fn format_rfc3339(at: OffsetDateTime) -> String {
     // Formatting a valid OffsetDateTime as RFC 3339 only fails for years outside 0..=9999.
-    at.format(&Rfc3339)
-        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+    at.format(&Rfc3339).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 /// Milliseconds since the Unix epoch, for TTLs stored as integers.

@@ -51,24 +51,14 @@ impl App {
     /// Connects to NATS and the database, migrates, and starts serving `inventory.*`.
     pub async fn build(config: Config) -> Result<App, AppError> {
         let instance = config.common.instance_id();
-        let db = Db::connect(
-            &config.common.database_url_for(names::INVENTORY_SERVICE),
-            &crate::MIGRATIONS,
-        )
-        .await?;
+        let db = Db::connect(&config.common.database_url_for(names::INVENTORY_SERVICE), &crate::MIGRATIONS)
+            .await?;
         let client =
             switchyard::nats::connect(&config.common.nats, names::INVENTORY_SERVICE, &instance).await?;
         let inventory = Inventory::new(db, config.reservation_ttl);
-        let service = spec(&inventory)
-            .max_in_flight(config.max_in_flight)
-            .start(client.clone())
-            .await?;
+        let service = spec(&inventory).max_in_flight(config.max_in_flight).start(client.clone()).await?;
         tracing::info!(instance = %instance, id = %service.id(), "inventory-service ready");
-        Ok(App {
-            client,
-            service,
-            inventory,
-        })
+        Ok(App { client, service, inventory })
     }
 
     /// The micro service instance id.
@@ -95,43 +85,26 @@ impl App {
 
 /// The `inventory` micro service: its endpoints and their handlers.
 pub fn spec(inventory: &Inventory) -> ServiceSpec {
-    let (check, reserve, release, restock, stock) = (
-        inventory.clone(),
-        inventory.clone(),
-        inventory.clone(),
-        inventory.clone(),
-        inventory.clone(),
-    );
+    let (check, reserve, release, restock, stock) =
+        (inventory.clone(), inventory.clone(), inventory.clone(), inventory.clone(), inventory.clone());
     ServiceSpec::new(names::INVENTORY_SERVICE, env!("CARGO_PKG_VERSION"))
         .description("Stock levels and reservations")
         .endpoint("check", names::INVENTORY_CHECK, move |request: CheckRequest| {
             let inventory = check.clone();
             async move { inventory.check(&request).await.map_err(ServiceError::from) }
         })
-        .endpoint(
-            "reserve",
-            names::INVENTORY_RESERVE,
-            move |request: ReserveRequest| {
-                let inventory = reserve.clone();
-                async move { inventory.reserve(&request).await.map_err(ServiceError::from) }
-            },
-        )
-        .endpoint(
-            "release",
-            names::INVENTORY_RELEASE,
-            move |request: ReleaseRequest| {
-                let inventory = release.clone();
-                async move { inventory.release(&request).await.map_err(ServiceError::from) }
-            },
-        )
-        .endpoint(
-            "restock",
-            names::INVENTORY_RESTOCK,
-            move |request: RestockRequest| {
-                let inventory = restock.clone();
-                async move { inventory.restock(&request).await.map_err(ServiceError::from) }
-            },
-        )
+        .endpoint("reserve", names::INVENTORY_RESERVE, move |request: ReserveRequest| {
+            let inventory = reserve.clone();
+            async move { inventory.reserve(&request).await.map_err(ServiceError::from) }
+        })
+        .endpoint("release", names::INVENTORY_RELEASE, move |request: ReleaseRequest| {
+            let inventory = release.clone();
+            async move { inventory.release(&request).await.map_err(ServiceError::from) }
+        })
+        .endpoint("restock", names::INVENTORY_RESTOCK, move |request: RestockRequest| {
+            let inventory = restock.clone();
+            async move { inventory.restock(&request).await.map_err(ServiceError::from) }
+        })
         .endpoint("stock", names::INVENTORY_STOCK, move |request: StockRequest| {
             let inventory = stock.clone();
             async move { inventory.stock(&request).await.map_err(ServiceError::from) }

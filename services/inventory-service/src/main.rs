@@ -8,9 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     switchyard::telemetry::init(config.common.log_format);
     let shutdown = Shutdown::on_signals();
-    let app = App::build(config)
-        .await
-        .context("failed to start inventory-service")?;
+    let app = App::build(config).await.context("failed to start inventory-service")?;
     app.run_until_stopped(shutdown).await;
     Ok(())
 }

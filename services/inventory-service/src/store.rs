@@ -74,10 +74,7 @@ impl Inventory {
                 unavailable_ids.push(item.sku.clone());
             }
         }
-        Ok(CheckReply {
-            all_available: unavailable_ids.is_empty(),
-            unavailable_ids,
-        })
+        Ok(CheckReply { all_available: unavailable_ids.is_empty(), unavailable_ids })
     }
 
     /// Reserves all items for the order, or none. Idempotent per order id.
@@ -104,14 +101,9 @@ impl Inventory {
         if let Some(existing) = existing {
             tx.rollback().await?;
             return if existing == status::RELEASED {
-                Err(InventoryError::Conflict(format!(
-                    "the reservation of order {order_id} was released"
-                )))
+                Err(InventoryError::Conflict(format!("the reservation of order {order_id} was released")))
             } else {
-                Ok(ReserveReply {
-                    reserved: true,
-                    unavailable_ids: Vec::new(),
-                })
+                Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new() })
             };
         }
 
@@ -139,10 +131,7 @@ impl Inventory {
                 .filter(|i| short.contains(&i.sku.as_str()))
                 .map(|i| i.sku.clone())
                 .collect();
-            return Ok(ReserveReply {
-                reserved: false,
-                unavailable_ids,
-            });
+            return Ok(ReserveReply { reserved: false, unavailable_ids });
         }
 
         let now = now_rfc3339();
@@ -166,10 +155,7 @@ impl Inventory {
                 .await?;
         }
         tx.commit().await?;
-        Ok(ReserveReply {
-            reserved: true,
-            unavailable_ids: Vec::new(),
-        })
+        Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new() })
     }
 
     /// Puts a reserved order's stock back. Idempotent; `released: false` when the order has no
@@ -234,10 +220,7 @@ impl Inventory {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(RestockReply {
-            sku: request.sku.clone(),
-            available,
-        })
+        Ok(RestockReply { sku: request.sku.clone(), available })
     }
 
     /// Stock levels of the asked SKUs (zeros for unknown ones), or of every SKU, sorted by SKU.
@@ -267,11 +250,7 @@ impl Inventory {
                     Some(row) => (row.try_get("available")?, row.try_get("reserved")?),
                     None => (0, 0),
                 };
-                items.push(StockLevel {
-                    sku,
-                    available,
-                    reserved,
-                });
+                items.push(StockLevel { sku, available, reserved });
             }
         }
         Ok(StockReply { items })

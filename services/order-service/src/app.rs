@@ -13,6 +13,7 @@ use switchyard::db::{Db, DbError};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::names;
 use switchyard::nats::ConnectError;
+use switchyard::outbox::{Relay, RelayConfig};
 use switchyard::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
@@ -62,6 +63,8 @@ pub enum AppError {
     },
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Streams(#[from] switchyard::streams::StreamError),
 }
 
 /// A running order service, bound and connected.
@@ -71,29 +74,30 @@ pub struct App {
     state: AppState,
     limits: HttpLimits,
     service: ServiceHandle,
+    relay: Relay,
 }
 
 impl App {
     /// Opens the database, connects to NATS, binds the HTTP port and starts the micro service.
     pub async fn build(config: Config) -> Result<App, AppError> {
         let instance = config.common.instance_id();
-        let db = Db::connect(
-            &config.common.database_url_for(names::ORDERS_SERVICE),
-            &crate::MIGRATIONS,
-        )
-        .await?;
+        let db =
+            Db::connect(&config.common.database_url_for(names::ORDERS_SERVICE), &crate::MIGRATIONS).await?;
         let client = switchyard::nats::connect(&config.common.nats, names::ORDERS_SERVICE, &instance).await?;
         let listener = TcpListener::bind(config.http_addr)
             .await
-            .map_err(|source| AppError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
-        let address = listener.local_addr().map_err(|source| AppError::Bind {
-            addr: config.http_addr,
-            source,
-        })?;
+            .map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
+        let address =
+            listener.local_addr().map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
 
+        let js = async_nats::jetstream::new(client.clone());
+        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
+        let relay = Relay::new(
+            db.clone(),
+            js.clone(),
+            format!("{}-{instance}", names::ORDERS_SERVICE),
+            RelayConfig::default(),
+        );
         let breaker_config = config.breaker.to_config();
         let requests = RequestClient::new(client.clone(), breaker_config.timeout);
         let breaker = Arc::new(Breaker::new(names::INVENTORY_SERVICE, breaker_config));
@@ -102,25 +106,14 @@ impl App {
             OrderStore::new(db),
             InventoryClient::new(requests, breaker),
             metrics.clone(),
+            relay.waker(),
         );
         let service = spec(&orders).start(client.clone()).await?;
-        let state = AppState {
-            orders,
-            nats: client,
-            metrics,
-        };
-        let limits = HttpLimits {
-            body_limit: config.http_body_limit,
-            request_timeout: config.http_request_timeout,
-        };
+        let state = AppState { orders, nats: client, metrics, js };
+        let limits =
+            HttpLimits { body_limit: config.http_body_limit, request_timeout: config.http_request_timeout };
         tracing::info!(instance = %instance, http = %address, "order-service ready");
-        Ok(App {
-            listener,
-            address,
-            state,
-            limits,
-            service,
-        })
+        Ok(App { listener, address, state, limits, service, relay })
     }
 
     /// The HTTP address actually bound.
@@ -138,22 +131,21 @@ impl App {
         self.state.orders.inventory().breaker().clone()
     }
 
-    /// Serves until `shutdown` fires; then drains HTTP, stops the micro service, drains NATS and
-    /// closes the database.
+    /// Serves until `shutdown` fires; then drains HTTP, lets the outbox relay publish what was
+    /// committed, stops the micro service, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), AppError> {
-        let App {
-            listener,
-            state,
-            limits,
-            service,
-            ..
-        } = self;
+        let App { listener, state, limits, service, relay, .. } = self;
+        let relay_stop = Shutdown::new();
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
         let app = router(state.clone(), limits);
         let signal = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { signal.wait().await })
-            .await;
+        let served =
+            axum::serve(listener, app).with_graceful_shutdown(async move { signal.wait().await }).await;
         tracing::info!("order-service stopping: http drained");
+        relay_stop.trigger();
+        if let Err(err) = relay_task.await {
+            tracing::error!(error = %err, "outbox relay task failed");
+        }
         service.stop().await;
         switchyard::nats::drain(&state.nats, Duration::from_secs(5)).await;
         state.orders.store().db().close().await;
@@ -165,19 +157,18 @@ impl App {
 /// The `orders` micro service.
 pub fn spec(orders: &OrderService) -> ServiceSpec {
     let orders = orders.clone();
-    ServiceSpec::new(names::ORDERS_SERVICE, env!("CARGO_PKG_VERSION"))
-        .description("Orders by id")
-        .endpoint("get", names::ORDERS_GET, move |request: GetOrderRequest| {
+    ServiceSpec::new(names::ORDERS_SERVICE, env!("CARGO_PKG_VERSION")).description("Orders by id").endpoint(
+        "get",
+        names::ORDERS_GET,
+        move |request: GetOrderRequest| {
             let orders = orders.clone();
             async move {
                 match orders.get(request.order_id).await {
                     Ok(Some(order)) => Ok(order),
-                    Ok(None) => Err(ServiceError::not_found(format!(
-                        "order {} not found",
-                        request.order_id
-                    ))),
+                    Ok(None) => Err(ServiceError::not_found(format!("order {} not found", request.order_id))),
                     Err(err) => Err(ServiceError::internal(format!("{err:?}"))),
                 }
             }
-        })
+        },
+    )
 }

@@ -51,14 +51,10 @@ impl InventoryClient {
 
     /// Reserves `items` for the order, all or nothing.
     pub async fn reserve(&self, order_id: Uuid, items: &[Item]) -> Result<ReserveReply, ReserveError> {
-        let request = ReserveRequest {
-            order_id,
-            items: items.to_vec(),
-        };
+        let request = ReserveRequest { order_id, items: items.to_vec() };
         let timeout = self.breaker.config().timeout;
         let call =
-            self.client
-                .request_with_timeout::<_, ReserveReply>(names::INVENTORY_RESERVE, &request, timeout);
+            self.client.request_with_timeout::<_, ReserveReply>(names::INVENTORY_RESERVE, &request, timeout);
         // The fallback is the answer "unavailable, retry later" (HTTP 503), counted by the breaker.
         let call = async move { call.await.map(Ok) };
         self.breaker
@@ -86,9 +82,7 @@ impl InventoryClient {
 
     /// Releases the order's reservation (used when an accepted reservation cannot be recorded).
     pub async fn release(&self, order_id: Uuid) -> Result<ReleaseReply, RequestError> {
-        self.client
-            .request(names::INVENTORY_RELEASE, &ReleaseRequest { order_id })
-            .await
+        self.client.request(names::INVENTORY_RELEASE, &ReleaseRequest { order_id }).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! order-service: the HTTP API for orders. It reserves stock synchronously from the `inventory`
-//! micro service through a circuit breaker, records accepted orders in its own database and serves
-//! them over HTTP and as the micro service `orders` (`orders.get`).
+//! micro service through a circuit breaker, records accepted orders and their events in one
+//! transaction (the outbox), relays the events to the `ORDERS` stream, and serves orders over HTTP
+//! (with a server-sent event stream of each order's lifecycle) and as the micro service `orders`.
 
 pub mod app;
 pub mod http;
@@ -15,14 +16,20 @@ use switchyard::db::{Migration, Migrations};
 
 /// The order schema, per backend, embedded at compile time.
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        description: "init",
-        sql: include_str!("../migrations/sqlite/0001_init.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        description: "init",
-        sql: include_str!("../migrations/postgres/0001_init.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            description: "init",
+            sql: include_str!("../migrations/sqlite/0001_init.sql"),
+        },
+        Migration { version: 2, description: "outbox", sql: switchyard::outbox::SQLITE_SQL },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            description: "init",
+            sql: include_str!("../migrations/postgres/0001_init.sql"),
+        },
+        Migration { version: 2, description: "outbox", sql: switchyard::outbox::POSTGRES_SQL },
+    ],
 };

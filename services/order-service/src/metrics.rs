@@ -29,10 +29,7 @@ impl Metrics {
     /// Counts one HTTP request.
     pub fn observe_http(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let mut inner = self.lock();
-        let entry = inner
-            .http
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default();
+        let entry = inner.http.entry((method.to_string(), route.to_string(), status)).or_default();
         entry.0 += 1;
         entry.1 += elapsed.as_secs_f64();
     }
@@ -46,10 +43,8 @@ impl Metrics {
     pub fn render(&self, breaker: &Breaker) -> String {
         let inner = self.lock();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP switchyard_http_requests_total HTTP requests by method, route and status."
-        );
+        let _ =
+            writeln!(out, "# HELP switchyard_http_requests_total HTTP requests by method, route and status.");
         let _ = writeln!(out, "# TYPE switchyard_http_requests_total counter");
         for ((method, route, status), (count, _)) in &inner.http {
             let _ = writeln!(
@@ -68,10 +63,7 @@ impl Metrics {
                 "switchyard_http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {seconds:.6}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP switchyard_orders_total Attempts to place an order, by outcome."
-        );
+        let _ = writeln!(out, "# HELP switchyard_orders_total Attempts to place an order, by outcome.");
         let _ = writeln!(out, "# TYPE switchyard_orders_total counter");
         for (outcome, count) in &inner.orders {
             let _ = writeln!(out, "switchyard_orders_total{{outcome=\"{outcome}\"}} {count}");
@@ -91,16 +83,9 @@ impl Metrics {
             BreakerState::HalfOpen => 2,
         };
         let _ = writeln!(out, "switchyard_breaker_state{{breaker=\"{name}\"}} {state}");
-        let _ = writeln!(
-            out,
-            "# HELP switchyard_breaker_opened_total Times the circuit breaker opened."
-        );
+        let _ = writeln!(out, "# HELP switchyard_breaker_opened_total Times the circuit breaker opened.");
         let _ = writeln!(out, "# TYPE switchyard_breaker_opened_total counter");
-        let _ = writeln!(
-            out,
-            "switchyard_breaker_opened_total{{breaker=\"{name}\"}} {}",
-            snapshot.opened
-        );
+        let _ = writeln!(out, "switchyard_breaker_opened_total{{breaker=\"{name}\"}} {}", snapshot.opened);
         let _ = writeln!(
             out,
             "# HELP switchyard_breaker_calls_total Calls through the circuit breaker, by outcome."

@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use switchyard::contracts::{CreateOrder, Order, OrderStatus};
+use switchyard::contracts::{CreateOrder, Order, OrderCancelled, OrderCreated, OrderStatus};
 use switchyard::db::is_unique_violation;
+use switchyard::names::{self, order_event};
+use switchyard::outbox::{OutboxEvent, RelayWaker, new_traceparent};
 use uuid::Uuid;
 
 use crate::inventory::{InventoryClient, ReserveError};
@@ -77,9 +79,7 @@ pub fn order_id_for(key: Option<&str>) -> Uuid {
 /// A fingerprint of the request body, to tell a replay from a reused key.
 pub fn fingerprint(request: &CreateOrder) -> String {
     let canonical = serde_json::to_vec(request).unwrap_or_default();
-    Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &canonical)
-        .simple()
-        .to_string()
+    Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &canonical).simple().to_string()
 }
 
 /// Places and reads orders.
@@ -88,15 +88,61 @@ pub struct OrderService {
     store: OrderStore,
     inventory: InventoryClient,
     metrics: std::sync::Arc<Metrics>,
+    relay: RelayWaker,
+}
+
+/// Why an order could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No such order.
+    #[error("order not found")]
+    NotFound,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl OrderService {
-    /// Orders in `store`, reserving through `inventory`.
-    pub fn new(store: OrderStore, inventory: InventoryClient, metrics: std::sync::Arc<Metrics>) -> Self {
-        OrderService {
-            store,
-            inventory,
-            metrics,
+    /// Orders in `store`, reserving through `inventory`; `relay` is woken after each event commit.
+    pub fn new(
+        store: OrderStore,
+        inventory: InventoryClient,
+        metrics: std::sync::Arc<Metrics>,
+        relay: RelayWaker,
+    ) -> Self {
+        OrderService { store, inventory, metrics, relay }
+    }
+
+    /// Cancels an order: status `cancelled` and an `events.orders.cancelled.<id>` event, in one
+    /// transaction; inventory releases the stock when it consumes the event. Cancelling a
+    /// cancelled order returns it unchanged.
+    pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<Order, CancelError> {
+        let reason = reason.unwrap_or_else(|| "cancelled by customer".to_string());
+        let cancelled = self
+            .store
+            .cancel(id, |order| {
+                let event = OrderCancelled {
+                    event_id: Uuid::new_v4(),
+                    order_id: order.id,
+                    reason: reason.clone(),
+                    cancelled_at: switchyard::time::now_rfc3339(),
+                };
+                OutboxEvent::new(
+                    event.event_id,
+                    names::order_event_subject(order_event::CANCELLED, &order.id),
+                    &event,
+                    new_traceparent(),
+                )
+            })
+            .await?;
+        match cancelled {
+            Some((order, changed)) => {
+                if changed {
+                    self.relay.wake();
+                }
+                Ok(order)
+            }
+            None => Err(CancelError::NotFound),
         }
     }
 
@@ -146,21 +192,17 @@ impl OrderService {
         }
 
         let order_id = order_id_for(idempotency_key);
-        let reply = self
-            .inventory
-            .reserve(order_id, &request.items)
-            .await
-            .map_err(|err| match err {
-                ReserveError::Unavailable { retry_after, reason } => {
-                    PlaceError::InventoryUnavailable { retry_after, reason }
-                }
-                ReserveError::Refused { code: 409, message } => PlaceError::Abandoned(format!(
-                    "{message}; the earlier attempt with this Idempotency-Key was abandoned, use a new key"
-                )),
-                ReserveError::Refused { code, message } => PlaceError::Internal(format!(
-                    "inventory refused a validated reservation with {code}: {message}"
-                )),
-            })?;
+        let reply = self.inventory.reserve(order_id, &request.items).await.map_err(|err| match err {
+            ReserveError::Unavailable { retry_after, reason } => {
+                PlaceError::InventoryUnavailable { retry_after, reason }
+            }
+            ReserveError::Refused { code: 409, message } => PlaceError::Abandoned(format!(
+                "{message}; the earlier attempt with this Idempotency-Key was abandoned, use a new key"
+            )),
+            ReserveError::Refused { code, message } => PlaceError::Internal(format!(
+                "inventory refused a validated reservation with {code}: {message}"
+            )),
+        })?;
         if !reply.reserved {
             return Err(PlaceError::OutOfStock(reply.unavailable_ids));
         }
@@ -173,16 +215,34 @@ impl OrderService {
             status: OrderStatus::Accepted,
             created_at: switchyard::time::now_rfc3339(),
         };
-        match self.store.insert(&order, idempotency_key, &fingerprint).await {
-            Ok(()) => Ok(Placed::Created(order)),
+        let created = OrderCreated {
+            event_id: Uuid::new_v4(),
+            order_id,
+            user_id: order.user_id.clone(),
+            email: order.email.clone(),
+            items: order.items.clone(),
+            created_at: order.created_at.clone(),
+        };
+        let event = OutboxEvent::new(
+            created.event_id,
+            names::order_event_subject(order_event::CREATED, &order_id),
+            &created,
+            new_traceparent(),
+        )
+        .map_err(|e| PlaceError::Internal(format!("failed to encode the created event: {e}")))?;
+        match self.store.insert(&order, idempotency_key, &fingerprint, &event).await {
+            Ok(()) => {
+                self.relay.wake();
+                Ok(Placed::Created(order))
+            }
             Err(err) if is_unique_violation(&err) && idempotency_key.is_some() => {
                 // A concurrent request with the same key recorded the order first.
                 let key = idempotency_key.unwrap_or_default();
                 match self.store.find_by_idempotency_key(key).await? {
                     Some(stored) => replay(stored, &fingerprint),
-                    None => Err(PlaceError::Internal(format!(
-                        "order {order_id} conflicts but cannot be found"
-                    ))),
+                    None => {
+                        Err(PlaceError::Internal(format!("order {order_id} conflicts but cannot be found")))
+                    }
                 }
             }
             Err(err) => {
@@ -191,9 +251,7 @@ impl OrderService {
                 if let Err(release_err) = self.inventory.release(order_id).await {
                     tracing::warn!(%order_id, error = %release_err, "failed to release an unrecorded reservation");
                 }
-                Err(PlaceError::Internal(format!(
-                    "failed to record order {order_id}: {err}"
-                )))
+                Err(PlaceError::Internal(format!("failed to record order {order_id}: {err}")))
             }
         }
     }
@@ -213,14 +271,7 @@ mod tests {
     use switchyard::contracts::Item;
 
     fn request(quantity: u32) -> CreateOrder {
-        CreateOrder {
-            user_id: "u1".into(),
-            email: None,
-            items: vec![Item {
-                sku: "A-1".into(),
-                quantity,
-            }],
-        }
+        CreateOrder { user_id: "u1".into(), email: None, items: vec![Item { sku: "A-1".into(), quantity }] }
     }
 
     #[test]

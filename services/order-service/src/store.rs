@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use switchyard::contracts::{Item, Order, OrderStatus};
 use switchyard::db::Db;
+use switchyard::outbox::{self, OutboxEvent};
 use uuid::Uuid;
 
 /// Why an order could not be read or written.
@@ -45,12 +46,14 @@ impl OrderStore {
         &self.db
     }
 
-    /// Inserts a new order. A unique violation means the id or idempotency key exists already.
+    /// Inserts a new order and its `created` event in one transaction. A unique violation means
+    /// the id or idempotency key exists already.
     pub async fn insert(
         &self,
         order: &Order,
         idempotency_key: Option<&str>,
         fingerprint: &str,
+        event: &OutboxEvent,
     ) -> Result<(), sqlx::Error> {
         let items = serde_json::to_string(&order.items).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let mut tx = self.db.begin_write().await?;
@@ -68,17 +71,48 @@ impl OrderStore {
         .bind(fingerprint)
         .execute(&mut *tx)
         .await?;
+        outbox::enqueue(&mut tx, event).await?;
         tx.commit().await
+    }
+
+    /// Marks an accepted order cancelled and writes the event made by `event` for it, in one
+    /// transaction. Returns the order as it is now, and whether this call cancelled it (false: it
+    /// was cancelled before). `None` when there is no such order.
+    pub async fn cancel(
+        &self,
+        id: Uuid,
+        event: impl FnOnce(&Order) -> Result<OutboxEvent, serde_json::Error>,
+    ) -> Result<Option<(Order, bool)>, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut order = decode(&row)?.order;
+        if order.status == OrderStatus::Cancelled {
+            return Ok(Some((order, false)));
+        }
+        sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(OrderStatus::Cancelled.as_str())
+            .bind(switchyard::time::now_rfc3339())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        order.status = OrderStatus::Cancelled;
+        let event =
+            event(&order).map_err(|e| StoreError::Corrupt { id: id.to_string(), reason: e.to_string() })?;
+        outbox::enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(Some((order, true)))
     }
 
     /// The order with this id.
     pub async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM orders WHERE id = $1"
-        )))
-        .bind(id.to_string())
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
         row.map(|row| decode(&row).map(|stored| stored.order)).transpose()
     }
 
@@ -96,10 +130,7 @@ impl OrderStore {
 
 fn decode(row: &AnyRow) -> Result<StoredOrder, StoreError> {
     let id: String = row.try_get("id")?;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        id: id.clone(),
-        reason,
-    };
+    let corrupt = |reason: String| StoreError::Corrupt { id: id.clone(), reason };
     let items: String = row.try_get("items")?;
     let status: String = row.try_get("status")?;
     let order = Order {
@@ -110,8 +141,5 @@ fn decode(row: &AnyRow) -> Result<StoredOrder, StoreError> {
         status: OrderStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown status {status:?}")))?,
         created_at: row.try_get("created_at")?,
     };
-    Ok(StoredOrder {
-        order,
-        fingerprint: row.try_get("request_fingerprint")?,
-    })
+    Ok(StoredOrder { order, fingerprint: row.try_get("request_fingerprint")? })
 }

@@ -11,10 +11,7 @@ use crate::helpers::{item, spawn_inventory};
 async fn gather(client: &async_nats::Client, subject: &str, wait: Duration) -> Vec<async_nats::Message> {
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-    client
-        .publish_with_reply(subject.to_string(), inbox, "".into())
-        .await
-        .unwrap();
+    client.publish_with_reply(subject.to_string(), inbox, "".into()).await.unwrap();
     client.flush().await.unwrap();
     let mut found = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
@@ -64,37 +61,16 @@ async fn the_service_answers_ping_and_info_like_a_micro_service() {
 async fn stats_count_requests_and_errors_per_endpoint() {
     let app = spawn_inventory().await;
     app.restock("A-1", 1).await;
-    let _: CheckReply = app
-        .call(
-            names::INVENTORY_CHECK,
-            &CheckRequest {
-                items: vec![item("A-1", 1)],
-            },
-        )
-        .await
-        .unwrap();
-    let _ = app
-        .client
-        .nats()
-        .request(names::INVENTORY_CHECK, "oops".into())
-        .await
-        .unwrap();
+    let _: CheckReply =
+        app.call(names::INVENTORY_CHECK, &CheckRequest { items: vec![item("A-1", 1)] }).await.unwrap();
+    let _ = app.client.nats().request(names::INVENTORY_CHECK, "oops".into()).await.unwrap();
 
-    let reply = app
-        .client
-        .nats()
-        .request("$SRV.STATS.inventory", "".into())
-        .await
-        .unwrap();
+    let reply = app.client.nats().request("$SRV.STATS.inventory", "".into()).await.unwrap();
     let stats: StatsResponse = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(stats.kind, "io.nats.micro.v1.stats_response");
     let check = stats.endpoints.iter().find(|e| e.name == "check").unwrap();
     assert_eq!((check.num_requests, check.num_errors), (2, 1));
-    assert!(
-        check.last_error.starts_with("400: invalid json"),
-        "{}",
-        check.last_error
-    );
+    assert!(check.last_error.starts_with("400: invalid json"), "{}", check.last_error);
     let restock = stats.endpoints.iter().find(|e| e.name == "restock").unwrap();
     assert_eq!((restock.num_requests, restock.num_errors), (1, 0));
     assert!(restock.average_processing_time > 0);
@@ -106,22 +82,10 @@ async fn two_instances_share_the_load_through_the_queue_group() {
     app.add_instance().await;
     app.restock("A-1", 1).await;
     for _ in 0..60 {
-        let _: CheckReply = app
-            .call(
-                names::INVENTORY_CHECK,
-                &CheckRequest {
-                    items: vec![item("A-1", 1)],
-                },
-            )
-            .await
-            .unwrap();
+        let _: CheckReply =
+            app.call(names::INVENTORY_CHECK, &CheckRequest { items: vec![item("A-1", 1)] }).await.unwrap();
     }
-    let replies = gather(
-        app.client.nats(),
-        "$SRV.STATS.inventory",
-        Duration::from_millis(500),
-    )
-    .await;
+    let replies = gather(app.client.nats(), "$SRV.STATS.inventory", Duration::from_millis(500)).await;
     assert_eq!(replies.len(), 2, "both instances answer discovery");
     let mut served = Vec::new();
     for reply in replies {
@@ -130,10 +94,7 @@ async fn two_instances_share_the_load_through_the_queue_group() {
         served.push(check.num_requests);
     }
     assert_eq!(served.iter().sum::<u64>(), 60);
-    assert!(
-        served.iter().all(|n| *n > 0),
-        "each instance served some checks: {served:?}"
-    );
+    assert!(served.iter().all(|n| *n > 0), "each instance served some checks: {served:?}");
 }
 
 #[tokio::test]
@@ -144,16 +105,9 @@ async fn a_stopped_instance_leaves_discovery_and_the_other_keeps_serving() {
     let stopped_id = first.id.clone();
     first.stop().await;
     app.restock("A-1", 1).await;
-    let pings = gather(
-        app.client.nats(),
-        "$SRV.PING.inventory",
-        Duration::from_millis(500),
-    )
-    .await;
-    let ids: Vec<String> = pings
-        .iter()
-        .map(|m| serde_json::from_slice::<PingResponse>(&m.payload).unwrap().id)
-        .collect();
+    let pings = gather(app.client.nats(), "$SRV.PING.inventory", Duration::from_millis(500)).await;
+    let ids: Vec<String> =
+        pings.iter().map(|m| serde_json::from_slice::<PingResponse>(&m.payload).unwrap().id).collect();
     assert_eq!(ids, vec![app.instances[0].id.clone()]);
     assert!(!ids.contains(&stopped_id));
 }

@@ -53,15 +53,9 @@ impl TestInventory {
 
     /// Adds `quantity` of `sku`.
     pub async fn restock(&self, sku: &str, quantity: u32) -> RestockReply {
-        self.call(
-            names::INVENTORY_RESTOCK,
-            &RestockRequest {
-                sku: sku.into(),
-                quantity,
-            },
-        )
-        .await
-        .expect("restock")
+        self.call(names::INVENTORY_RESTOCK, &RestockRequest { sku: sku.into(), quantity })
+            .await
+            .expect("restock")
     }
 }
 
@@ -97,20 +91,12 @@ async fn spawn_on(db: TestDatabase) -> TestInventory {
     let nats = NatsServer::start();
     let instance = start_instance(&nats, &db).await;
     let client = RequestClient::new(nats.client().await, Duration::from_secs(10));
-    TestInventory {
-        nats,
-        db,
-        client,
-        instances: vec![instance],
-    }
+    TestInventory { nats, db, client, instances: vec![instance] }
 }
 
 /// An order line.
 pub fn item(sku: &str, quantity: u32) -> Item {
-    Item {
-        sku: sku.into(),
-        quantity,
-    }
+    Item { sku: sku.into(), quantity }
 }
 
 /// Where the Python interop scripts live.

@@ -32,9 +32,6 @@ async fn a_python_client_discovers_and_calls_inventory_like_the_nats_cli() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "interop script failed:\n{stdout}\n{stderr}"
-    );
+    assert!(output.status.success(), "interop script failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("interop: all checks passed"), "{stdout}");
 }

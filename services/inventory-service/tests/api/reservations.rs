@@ -11,13 +11,8 @@ async fn hundred_concurrent_reserves_for_ten_units(app: TestInventory) {
     for _ in 0..100 {
         let client = app.client.clone();
         calls.push(tokio::spawn(async move {
-            let request = ReserveRequest {
-                order_id: Uuid::new_v4(),
-                items: vec![item("HOT", 1)],
-            };
-            client
-                .request::<_, ReserveReply>(names::INVENTORY_RESERVE, &request)
-                .await
+            let request = ReserveRequest { order_id: Uuid::new_v4(), items: vec![item("HOT", 1)] };
+            client.request::<_, ReserveReply>(names::INVENTORY_RESERVE, &request).await
         }));
     }
     let mut reserved = 0;
@@ -32,18 +27,8 @@ async fn hundred_concurrent_reserves_for_ten_units(app: TestInventory) {
         }
     }
     assert_eq!((reserved, refused), (10, 90));
-    let stock: StockReply = app
-        .call(names::INVENTORY_STOCK, &StockRequest::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        stock.items,
-        vec![StockLevel {
-            sku: "HOT".into(),
-            available: 0,
-            reserved: 10
-        }]
-    );
+    let stock: StockReply = app.call(names::INVENTORY_STOCK, &StockRequest::default()).await.unwrap();
+    assert_eq!(stock.items, vec![StockLevel { sku: "HOT".into(), available: 0, reserved: 10 }]);
 }
 
 #[tokio::test]
@@ -60,34 +45,19 @@ async fn hundred_concurrent_reserves_for_ten_units_accept_exactly_ten_on_postgre
 async fn concurrent_repeats_of_one_reserve_on_postgres_reserve_once() {
     let app = spawn_inventory_on_postgres().await;
     app.restock("A-1", 100).await;
-    let request = ReserveRequest {
-        order_id: Uuid::new_v4(),
-        items: vec![item("A-1", 5)],
-    };
+    let request = ReserveRequest { order_id: Uuid::new_v4(), items: vec![item("A-1", 5)] };
     let mut calls = Vec::new();
     for _ in 0..20 {
         let (client, request) = (app.client.clone(), request.clone());
         calls.push(tokio::spawn(async move {
-            client
-                .request::<_, ReserveReply>(names::INVENTORY_RESERVE, &request)
-                .await
+            client.request::<_, ReserveReply>(names::INVENTORY_RESERVE, &request).await
         }));
     }
     for call in calls {
         assert!(call.await.unwrap().expect("reserve answers").reserved);
     }
-    let stock: StockReply = app
-        .call(names::INVENTORY_STOCK, &StockRequest::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        stock.items,
-        vec![StockLevel {
-            sku: "A-1".into(),
-            available: 95,
-            reserved: 5
-        }]
-    );
+    let stock: StockReply = app.call(names::INVENTORY_STOCK, &StockRequest::default()).await.unwrap();
+    assert_eq!(stock.items, vec![StockLevel { sku: "A-1".into(), available: 95, reserved: 5 }]);
 }
 
 #[tokio::test]
@@ -98,42 +68,17 @@ async fn opposite_line_orders_do_not_deadlock_on_postgres() {
     let mut calls = Vec::new();
     for i in 0..60 {
         let client = app.client.clone();
-        let items = if i % 2 == 0 {
-            vec![item("A", 1), item("B", 1)]
-        } else {
-            vec![item("B", 1), item("A", 1)]
-        };
+        let items =
+            if i % 2 == 0 { vec![item("A", 1), item("B", 1)] } else { vec![item("B", 1), item("A", 1)] };
         calls.push(tokio::spawn(async move {
-            let request = ReserveRequest {
-                order_id: Uuid::new_v4(),
-                items,
-            };
-            client
-                .request::<_, ReserveReply>(names::INVENTORY_RESERVE, &request)
-                .await
+            let request = ReserveRequest { order_id: Uuid::new_v4(), items };
+            client.request::<_, ReserveReply>(names::INVENTORY_RESERVE, &request).await
         }));
     }
     for call in calls {
         assert!(call.await.unwrap().expect("reserve answers").reserved);
     }
-    let stock: StockReply = app
-        .call(names::INVENTORY_STOCK, &StockRequest::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        stock.items[0],
-        StockLevel {
-            sku: "A".into(),
-            available: 940,
-            reserved: 60
-        }
-    );
-    assert_eq!(
-        stock.items[1],
-        StockLevel {
-            sku: "B".into(),
-            available: 940,
-            reserved: 60
-        }
-    );
+    let stock: StockReply = app.call(names::INVENTORY_STOCK, &StockRequest::default()).await.unwrap();
+    assert_eq!(stock.items[0], StockLevel { sku: "A".into(), available: 940, reserved: 60 });
+    assert_eq!(stock.items[1], StockLevel { sku: "B".into(), available: 940, reserved: 60 });
 }

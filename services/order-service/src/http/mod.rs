@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `POST /orders` | 201 order; 409 out of stock; 503 + Retry-After when inventory is unavailable; 400/413/415/422 on bad input |
 //! | `GET /orders/{id}` | 200 order; 404 |
+//! | `POST /orders/{id}/cancel` | 200 order with status `cancelled`; 404 |
+//! | `GET /orders/{id}/events` | `text/event-stream` of the order's events, past ones first, then live |
 //! | `GET /health/live` | 200 while the process runs |
 //! | `GET /health/ready` | 200 when NATS is connected and the database answers, else 503 |
 //! | `GET /metrics` | Prometheus text |
@@ -13,21 +15,25 @@ mod error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde_json::json;
-use switchyard::contracts::{ContractError, CreateOrder, Order, Validate, decode};
+use switchyard::contracts::{CancelOrder, ContractError, CreateOrder, Order, Validate, decode};
+use switchyard::names;
 use uuid::Uuid;
 
 pub use error::ApiError;
 
 use crate::metrics::Metrics;
-use crate::orders::{OrderService, PlaceError, Placed, validate_idempotency_key};
+use crate::orders::{CancelError, OrderService, PlaceError, Placed, validate_idempotency_key};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -38,6 +44,8 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// JetStream, for the event stream route.
+    pub js: async_nats::jetstream::Context,
 }
 
 /// HTTP limits.
@@ -55,6 +63,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{id}", get(get_order))
+        .route("/orders/{id}/cancel", post(cancel_order))
+        .route("/orders/{id}/events", get(order_events))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(render_metrics))
@@ -62,10 +72,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_limit))
-        .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
-            request_timeout,
-        ))
+        .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
         .layer(middleware::from_fn_with_state(metrics, observe))
 }
 
@@ -101,18 +108,21 @@ where
                 ApiError::BadRequest(rejection.body_text())
             }
         })?;
-        match decode::<T>(&bytes) {
-            Ok(value) => Ok(ValidJson(value)),
-            Err(ContractError::TooLarge(_)) => Err(ApiError::PayloadTooLarge),
-            Err(err @ ContractError::Json(_)) if is_shape_error(&err) => Err(ApiError::Unprocessable {
-                code: "validation_failed",
-                message: err.to_string(),
-            }),
-            Err(err @ ContractError::Json(_)) => Err(ApiError::BadRequest(err.to_string())),
-            Err(err @ ContractError::Invalid(_)) => Err(ApiError::Unprocessable {
-                code: "validation_failed",
-                message: err.to_string(),
-            }),
+        decode_json(&bytes).map(ValidJson)
+    }
+}
+
+/// Decodes and validates a JSON body, mapping each failure to its status.
+fn decode_json<T: serde::de::DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
+    match decode::<T>(bytes) {
+        Ok(value) => Ok(value),
+        Err(ContractError::TooLarge(_)) => Err(ApiError::PayloadTooLarge),
+        Err(err @ ContractError::Json(_)) if is_shape_error(&err) => {
+            Err(ApiError::Unprocessable { code: "validation_failed", message: err.to_string() })
+        }
+        Err(err @ ContractError::Json(_)) => Err(ApiError::BadRequest(err.to_string())),
+        Err(err @ ContractError::Invalid(_)) => {
+            Err(ApiError::Unprocessable { code: "validation_failed", message: err.to_string() })
         }
     }
 }
@@ -121,16 +131,9 @@ where
 /// the wrong shape (missing field, wrong type) is a 422, like axum's own `Json` extractor.
 fn is_shape_error(err: &ContractError) -> bool {
     let text = err.to_string();
-    [
-        "missing field",
-        "invalid type",
-        "invalid value",
-        "unknown variant",
-        "invalid length",
-        "UUID",
-    ]
-    .iter()
-    .any(|marker| text.contains(marker))
+    ["missing field", "invalid type", "invalid value", "unknown variant", "invalid length", "UUID"]
+        .iter()
+        .any(|marker| text.contains(marker))
 }
 
 async fn create_order(
@@ -140,31 +143,26 @@ async fn create_order(
 ) -> Result<Response, ApiError> {
     let key = match headers.get("idempotency-key") {
         Some(value) => {
-            let key = value
-                .to_str()
-                .map_err(|_| ApiError::BadRequest("Idempotency-Key must be ASCII".into()))?;
+            let key =
+                value.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be ASCII".into()))?;
             validate_idempotency_key(key).map_err(ApiError::BadRequest)?;
             Some(key.to_string())
         }
         None => None,
     };
-    let placed = state
-        .orders
-        .place(request, key.as_deref())
-        .await
-        .map_err(|err| match err {
-            PlaceError::OutOfStock(ids) => ApiError::OutOfStock(ids),
-            PlaceError::InventoryUnavailable { retry_after, reason } => {
-                tracing::warn!(%reason, "inventory unavailable, answering 503");
-                ApiError::InventoryUnavailable { retry_after }
-            }
-            PlaceError::IdempotencyKeyReused => ApiError::Unprocessable {
-                code: "idempotency_key_reused",
-                message: "this Idempotency-Key was used for a different request".into(),
-            },
-            PlaceError::Abandoned(message) => ApiError::Conflict(message),
-            PlaceError::Internal(detail) => ApiError::Internal(detail),
-        })?;
+    let placed = state.orders.place(request, key.as_deref()).await.map_err(|err| match err {
+        PlaceError::OutOfStock(ids) => ApiError::OutOfStock(ids),
+        PlaceError::InventoryUnavailable { retry_after, reason } => {
+            tracing::warn!(%reason, "inventory unavailable, answering 503");
+            ApiError::InventoryUnavailable { retry_after }
+        }
+        PlaceError::IdempotencyKeyReused => ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used for a different request".into(),
+        },
+        PlaceError::Abandoned(message) => ApiError::Conflict(message),
+        PlaceError::Internal(detail) => ApiError::Internal(detail),
+    })?;
     let (order, replayed) = match placed {
         Placed::Created(order) => (order, false),
         Placed::Replayed(order) => (order, true),
@@ -174,20 +172,80 @@ async fn create_order(
         response.headers_mut().insert(header::LOCATION, location);
     }
     if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
 async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Order>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::BadRequest("order id must be a UUID".into()))?;
+    let id = parse_order_id(&id)?;
     match state.orders.get(id).await {
         Ok(Some(order)) => Ok(Json(order)),
         Ok(None) => Err(ApiError::NotFound),
         Err(err) => Err(ApiError::Internal(format!("{err:?}"))),
     }
+}
+
+fn parse_order_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::BadRequest("order id must be a UUID".into()))
+}
+
+async fn cancel_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Order>, ApiError> {
+    let id = parse_order_id(&id)?;
+    // The body is optional: none, or `{"reason": "..."}`.
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        decode_json::<CancelOrder>(&body)?.reason
+    };
+    match state.orders.cancel(id, reason).await {
+        Ok(order) => Ok(Json(order)),
+        Err(CancelError::NotFound) => Err(ApiError::NotFound),
+        Err(CancelError::Store(err)) => Err(ApiError::Internal(format!("{err:?}"))),
+    }
+}
+
+/// Server-sent events of one order: every event on `events.orders.*.<id>` from the start of the
+/// stream (so past ones come first), then live ones as they are published. Each SSE event is named
+/// after the event kind, its id is the stream sequence and its data the event JSON.
+async fn order_events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_order_id(&id)?;
+    match state.orders.get(id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(ApiError::NotFound),
+        Err(err) => return Err(ApiError::Internal(format!("{err:?}"))),
+    }
+    let stream = state
+        .js
+        .get_stream(names::ORDERS_STREAM)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot open the ORDERS stream: {e}")))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: format!("events.orders.*.{id}"),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot follow order events: {e}")))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot follow order events: {e}")))?;
+    let events = messages.filter_map(|message| async move {
+        let message = message.ok()?;
+        let seq = message.info().map(|info| info.stream_sequence).unwrap_or_default();
+        let kind = message.subject.split('.').nth(2).unwrap_or("event").to_string();
+        let data = String::from_utf8_lossy(&message.payload).into_owned();
+        Some(Ok::<_, std::convert::Infallible>(
+            SseEvent::default().event(kind).id(seq.to_string()).data(data),
+        ))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
 async fn live() -> Json<serde_json::Value> {
@@ -197,11 +255,7 @@ async fn live() -> Json<serde_json::Value> {
 async fn ready(State(state): State<AppState>) -> Response {
     let nats = state.nats.connection_state() == async_nats::connection::State::Connected;
     let database = state.orders.store().db().ping().await.is_ok();
-    let status = if nats && database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if nats && database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if status == StatusCode::OK { "ready" } else { "not_ready" },
         "nats": if nats { "connected" } else { "disconnected" },

@@ -7,14 +7,8 @@ use switchyard::testkit::eventually;
 
 use crate::helpers::{order_body, spawn_stack_with};
 
-const FAST_BREAKER: &[&str] = &[
-    "--breaker-timeout",
-    "500ms",
-    "--breaker-volume-threshold",
-    "3",
-    "--breaker-reset-timeout",
-    "1s",
-];
+const FAST_BREAKER: &[&str] =
+    &["--breaker-timeout", "500ms", "--breaker-volume-threshold", "3", "--breaker-reset-timeout", "1s"];
 
 #[tokio::test]
 async fn a_stopped_inventory_gives_503_then_the_breaker_answers_at_once_then_orders_recover() {
@@ -30,11 +24,7 @@ async fn a_stopped_inventory_gives_503_then_the_breaker_answers_at_once_then_ord
         assert_eq!(answer.status, 503, "{}", answer.body);
         assert_eq!(answer.body["error"], "inventory_unavailable");
         assert!(answer.headers.contains_key("retry-after"));
-        assert!(
-            started.elapsed() < Duration::from_millis(500),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
     }
     // 3 failures out of 4 calls in the window: open.
     assert_eq!(app.breaker.state(), BreakerState::Open);
@@ -48,11 +38,9 @@ async fn a_stopped_inventory_gives_503_then_the_breaker_answers_at_once_then_ord
     assert_eq!(app.breaker.snapshot().totals.rejects, rejects_before + 1);
 
     // After the reset timeout a trial goes through and closes the breaker.
-    eventually(
-        Duration::from_secs(10),
-        "an order to succeed after the reset timeout",
-        || async { app.post_order(&order_body("A-1", 1), None).await.status == 201 },
-    )
+    eventually(Duration::from_secs(10), "an order to succeed after the reset timeout", || async {
+        app.post_order(&order_body("A-1", 1), None).await.status == 201
+    })
     .await;
     assert_eq!(app.breaker.state(), BreakerState::Closed);
     assert_eq!(app.stock("A-1").await, (98, 2));
@@ -61,24 +49,20 @@ async fn a_stopped_inventory_gives_503_then_the_breaker_answers_at_once_then_ord
 #[tokio::test]
 async fn a_hung_inventory_times_out_into_a_503_and_does_not_hold_callers() {
     let mut app = spawn_stack_with(FAST_BREAKER).await;
-    app.stop_inventory().await;
-    // Something takes inventory.reserve requests and never answers.
+    // Something takes inventory.reserve requests and never answers; it joins the queue group
+    // before inventory leaves it, so the subject never goes without interest.
     let nats = app.nats.client().await;
-    let mut black_hole = nats
-        .queue_subscribe(names::INVENTORY_RESERVE, names::QUEUE_GROUP.into())
-        .await
-        .unwrap();
+    let mut black_hole =
+        nats.queue_subscribe(names::INVENTORY_RESERVE, names::QUEUE_GROUP.into()).await.unwrap();
     nats.flush().await.unwrap();
     let swallow = tokio::spawn(async move { while black_hole.next().await.is_some() {} });
+    app.stop_inventory().await;
 
     let started = Instant::now();
     let answer = app.post_order(&order_body("A-1", 1), None).await;
     let elapsed = started.elapsed();
     assert_eq!(answer.status, 503, "{}", answer.body);
-    assert!(
-        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2),
-        "took {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(2), "took {elapsed:?}");
     assert_eq!(app.breaker.snapshot().totals.timeouts, 1);
 
     // Callers in parallel are all answered within the timeout, not queued behind each other.
@@ -88,21 +72,12 @@ async fn a_hung_inventory_times_out_into_a_503_and_does_not_hold_callers() {
         let http = app.http.clone();
         let url = format!("{}/orders", app.base_url);
         calls.push(tokio::spawn(async move {
-            http.post(url)
-                .json(&order_body("A-1", 1))
-                .send()
-                .await
-                .unwrap()
-                .status()
+            http.post(url).json(&order_body("A-1", 1)).send().await.unwrap().status()
         }));
     }
     for call in calls {
         assert_eq!(call.await.unwrap().as_u16(), 503);
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "parallel calls took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "parallel calls took {:?}", started.elapsed());
     swallow.abort();
 }

@@ -56,12 +56,7 @@ pub async fn spawn_stack_with(flags: Flags<'_>) -> TestStack {
 
 /// The stack with both services on fresh Postgres databases.
 pub async fn spawn_stack_on_postgres() -> TestStack {
-    spawn(
-        TestDatabase::postgres().await,
-        TestDatabase::postgres().await,
-        &[],
-    )
-    .await
+    spawn(TestDatabase::postgres().await, TestDatabase::postgres().await, &[]).await
 }
 
 async fn spawn(inventory_db: TestDatabase, orders_db: TestDatabase, flags: Flags<'_>) -> TestStack {
@@ -110,9 +105,7 @@ async fn start_inventory(nats: &NatsServer, db: &TestDatabase) -> Running {
         "--database-url",
         db.url(),
     ]);
-    let app = inventory_service::App::build(config)
-        .await
-        .expect("inventory-service starts");
+    let app = inventory_service::App::build(config).await.expect("inventory-service starts");
     let shutdown = Shutdown::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     Running { shutdown, task }
@@ -141,24 +134,15 @@ impl TestStack {
     /// Adds stock through `inventory.restock`.
     pub async fn restock(&self, sku: &str, quantity: u32) -> RestockReply {
         self.requests
-            .request(
-                names::INVENTORY_RESTOCK,
-                &RestockRequest {
-                    sku: sku.into(),
-                    quantity,
-                },
-            )
+            .request(names::INVENTORY_RESTOCK, &RestockRequest { sku: sku.into(), quantity })
             .await
             .expect("restock")
     }
 
     /// Stock of one SKU as (available, reserved).
     pub async fn stock(&self, sku: &str) -> (i64, i64) {
-        let reply: switchyard::contracts::StockReply = self
-            .requests
-            .request(names::INVENTORY_STOCK, &json!({ "skus": [sku] }))
-            .await
-            .expect("stock");
+        let reply: switchyard::contracts::StockReply =
+            self.requests.request(names::INVENTORY_STOCK, &json!({ "skus": [sku] })).await.expect("stock");
         (reply.items[0].available, reply.items[0].reserved)
     }
 
@@ -173,14 +157,7 @@ impl TestStack {
 
     /// `GET <path>`.
     pub async fn get(&self, path: &str) -> Answer {
-        answer(
-            self.http
-                .get(format!("{}{path}", self.base_url))
-                .send()
-                .await
-                .expect("GET"),
-        )
-        .await
+        answer(self.http.get(format!("{}{path}", self.base_url)).send().await.expect("GET")).await
     }
 
     /// A raw request, for bodies and headers the typed helpers never send.
@@ -195,11 +172,7 @@ pub async fn answer(response: reqwest::Response) -> Answer {
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("response body");
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer { status, headers, body }
 }
 
 /// An order body for `user_id` with one line.

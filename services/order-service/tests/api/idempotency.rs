@@ -25,10 +25,7 @@ async fn an_idempotency_key_replay_returns_the_same_order_and_reserves_nothing_m
 async fn a_key_reused_for_a_different_request_is_a_422() {
     let app = spawn_stack().await;
     app.restock("A-1", 10).await;
-    assert_eq!(
-        app.post_order(&order_body("A-1", 1), Some("key-1")).await.status,
-        201
-    );
+    assert_eq!(app.post_order(&order_body("A-1", 1), Some("key-1")).await.status, 201);
     let reused = app.post_order(&order_body("A-1", 2), Some("key-1")).await;
     assert_eq!(reused.status, 422);
     assert_eq!(reused.body["error"], "idempotency_key_reused");
@@ -69,17 +66,7 @@ async fn concurrent_requests_with_one_key_make_one_order() {
 #[tokio::test]
 async fn an_out_of_stock_attempt_leaves_the_key_free_for_a_retry() {
     let app = spawn_stack().await;
-    assert_eq!(
-        app.post_order(&order_body("A-1", 1), Some("retry-me"))
-            .await
-            .status,
-        409
-    );
+    assert_eq!(app.post_order(&order_body("A-1", 1), Some("retry-me")).await.status, 409);
     app.restock("A-1", 1).await;
-    assert_eq!(
-        app.post_order(&order_body("A-1", 1), Some("retry-me"))
-            .await
-            .status,
-        201
-    );
+    assert_eq!(app.post_order(&order_body("A-1", 1), Some("retry-me")).await.status, 201);
 }

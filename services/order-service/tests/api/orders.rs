@@ -56,32 +56,20 @@ async fn orders_get_over_nats_returns_the_order_or_a_404_micro_error() {
     let created = app.post_order(&order_body("A-1", 1), None).await;
     let id: Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
 
-    let order: Order = app
-        .requests
-        .request(names::ORDERS_GET, &GetOrderRequest { order_id: id })
-        .await
-        .unwrap();
+    let order: Order =
+        app.requests.request(names::ORDERS_GET, &GetOrderRequest { order_id: id }).await.unwrap();
     assert_eq!(order.id, id);
     assert_eq!(order.email.as_deref(), Some("u1@example.com"));
 
     let err = app
         .requests
-        .request::<_, Order>(
-            names::ORDERS_GET,
-            &GetOrderRequest {
-                order_id: Uuid::new_v4(),
-            },
-        )
+        .request::<_, Order>(names::ORDERS_GET, &GetOrderRequest { order_id: Uuid::new_v4() })
         .await
         .unwrap_err();
     assert!(matches!(err, RequestError::Service { code: 404, .. }), "{err:?}");
     let err = app
         .requests
-        .request_raw(
-            names::ORDERS_GET,
-            Bytes::from_static(b"[]"),
-            std::time::Duration::from_secs(5),
-        )
+        .request_raw(names::ORDERS_GET, Bytes::from_static(b"[]"), std::time::Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(matches!(err, RequestError::Service { code: 400, .. }), "{err:?}");
@@ -98,27 +86,11 @@ async fn health_reports_ready_and_metrics_count_orders_and_breaker_state() {
     app.restock("A-1", 1).await;
     assert_eq!(app.post_order(&order_body("A-1", 1), None).await.status, 201);
     assert_eq!(app.post_order(&order_body("A-1", 1), None).await.status, 409);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("switchyard_orders_total{outcome=\"accepted\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("switchyard_orders_total{outcome=\"out_of_stock\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("switchyard_breaker_state{breaker=\"inventory\"} 0"),
-        "{metrics}"
-    );
+    let metrics =
+        app.http.get(format!("{}/metrics", app.base_url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchyard_orders_total{outcome=\"accepted\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchyard_orders_total{outcome=\"out_of_stock\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchyard_breaker_state{breaker=\"inventory\"} 0"), "{metrics}");
     assert!(
         metrics
             .contains("switchyard_http_requests_total{method=\"POST\",route=\"/orders\",status=\"201\"} 1"),

@@ -16,14 +16,7 @@ async fn malformed_json_is_a_400_with_a_json_body() {
     let answer = answer(response).await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.body["error"], "bad_request");
-    assert!(
-        answer.body["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("invalid json"),
-        "{}",
-        answer.body
-    );
+    assert!(answer.body["message"].as_str().unwrap().starts_with("invalid json"), "{}", answer.body);
 }
 
 #[tokio::test]
@@ -35,10 +28,7 @@ async fn well_formed_json_that_breaks_the_contract_is_a_422_naming_the_field() {
             "items[0].quantity must be between 1 and 1000000",
         ),
         (json!({ "user_id": "u1", "items": [] }), "items must not be empty"),
-        (
-            json!({ "user_id": "", "items": [{ "sku": "A-1", "quantity": 1 }] }),
-            "user_id must not be empty",
-        ),
+        (json!({ "user_id": "", "items": [{ "sku": "A-1", "quantity": 1 }] }), "user_id must not be empty"),
         (
             json!({ "user_id": "u1", "items": [{ "sku": "A 1", "quantity": 1 }] }),
             "items[0].sku must not contain whitespace",
@@ -99,19 +89,8 @@ async fn unknown_routes_and_methods_answer_in_json() {
 #[tokio::test]
 async fn a_malformed_idempotency_key_is_a_400() {
     let app = spawn_stack().await;
-    let answer = app
-        .post_order(
-            &json!({ "user_id": "u1", "items": [{ "sku": "A", "quantity": 1 }] }),
-            Some(""),
-        )
-        .await;
+    let answer =
+        app.post_order(&json!({ "user_id": "u1", "items": [{ "sku": "A", "quantity": 1 }] }), Some("")).await;
     assert_eq!(answer.status, 400);
-    assert!(
-        answer.body["message"]
-            .as_str()
-            .unwrap()
-            .contains("Idempotency-Key"),
-        "{}",
-        answer.body
-    );
+    assert!(answer.body["message"].as_str().unwrap().contains("Idempotency-Key"), "{}", answer.body);
 }

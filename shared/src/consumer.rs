@@ -1,0 +1,486 @@
+//! Durable pull consumers with every knob spelled out, typed handlers, and dead letters.
+//!
+//! - The consumer is created (or deliberately updated) with explicit ack, `ack_wait`,
+//!   `max_deliver`, `backoff`, `max_ack_pending` and filter subjects; any number of instances bind
+//!   the same durable and share its messages.
+//! - The handler's result decides: `Ok` acks (after the handler committed its effect);
+//!   [`HandleError::Poison`] (say an undecodable payload) copies the message to `DLQ` and terminates
+//!   it at once; [`HandleError::Transient`] naks with a growing delay, and once `max_deliver` is
+//!   reached the message goes to `DLQ` instead of around in circles.
+//! - A handler that runs long sends in-progress acks, so the message is not redelivered under it.
+//! - Messages run concurrently on `concurrency` lanes; all events of one order (the last subject
+//!   token) go to the same lane, so each order's events are handled in stream order.
+//! - On shutdown it stops pulling, lets every lane finish the message it is on (and ack it), and
+//!   naks what was queued but not started, so another instance takes it at once.
+
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::shutdown::Shutdown;
+
+/// Header names of a dead letter.
+pub mod dlq_headers {
+    /// Stream the message came from.
+    pub const ORIGIN_STREAM: &str = "Switchyard-Origin-Stream";
+    /// Subject it was published on.
+    pub const ORIGIN_SUBJECT: &str = "Switchyard-Origin-Subject";
+    /// Its sequence in the origin stream.
+    pub const ORIGIN_SEQ: &str = "Switchyard-Origin-Seq";
+    /// The consumer that gave up on it.
+    pub const CONSUMER: &str = "Switchyard-Consumer";
+    /// How often it was delivered.
+    pub const DELIVERIES: &str = "Switchyard-Deliveries";
+    /// `poison` (could never succeed) or `max_deliver` (kept failing).
+    pub const REASON: &str = "Switchyard-Reason";
+    /// The last error, in words.
+    pub const ERROR: &str = "Switchyard-Error";
+    /// The origin message's `Nats-Msg-Id`, when it had one.
+    pub const ORIGIN_MSG_ID: &str = "Switchyard-Origin-Msg-Id";
+}
+
+/// A consumer's configuration.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Stream to consume.
+    pub stream: String,
+    /// Durable name, shared by every instance of the service.
+    pub durable: String,
+    /// Subjects to receive (empty: all of the stream).
+    pub filter_subjects: Vec<String>,
+    /// Time the server waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_deliver: i64,
+    /// Delays before each redelivery of a message that was nak'd by a failing handler; the last
+    /// one repeats.
+    pub retry_backoff: Vec<Duration>,
+    /// Messages delivered but not yet acked, over all instances.
+    pub max_ack_pending: i64,
+    /// Lanes that handle messages at once in this instance.
+    pub concurrency: usize,
+    /// Messages pulled per request.
+    pub batch: usize,
+}
+
+impl ConsumerSpec {
+    /// A spec with the platform's defaults for `durable` on `stream`.
+    pub fn new(stream: &str, durable: &str, filter_subjects: Vec<String>) -> Self {
+        ConsumerSpec {
+            stream: stream.into(),
+            durable: durable.into(),
+            filter_subjects,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            retry_backoff: vec![
+                Duration::from_millis(500),
+                Duration::from_secs(2),
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+            ],
+            max_ack_pending: 4096,
+            concurrency: 16,
+            batch: 256,
+        }
+    }
+
+    /// The JetStream consumer configuration.
+    pub fn config(&self) -> pull::Config {
+        // The server-side backoff applies to messages that were never acked (a crashed or stuck
+        // instance): it starts at ack_wait, so a live handler sending progress acks keeps its message.
+        let server_backoff: Vec<Duration> = (0..self.max_deliver.clamp(1, 4) as u32)
+            .map(|i| (self.ack_wait * 2u32.pow(i)).min(Duration::from_secs(600)))
+            .collect();
+        let (filter_subject, filter_subjects) = match self.filter_subjects.as_slice() {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
+        pull::Config {
+            durable_name: Some(self.durable.clone()),
+            description: Some(format!("switchyard consumer {}", self.durable)),
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            backoff: server_backoff,
+            max_ack_pending: self.max_ack_pending,
+            filter_subject,
+            filter_subjects,
+            ..Default::default()
+        }
+    }
+
+    fn retry_delay(&self, delivered: i64) -> Duration {
+        let index = (delivered.max(1) - 1) as usize;
+        self.retry_backoff.get(index).or(self.retry_backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// How a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The message can never succeed (undecodable, violates an invariant): dead-letter it now.
+    #[error("poison message: {0}")]
+    Poison(String),
+    /// It may succeed later (a database or network hiccup): retry with backoff.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(err: sqlx::Error) -> Self {
+        HandleError::Transient(format!("database error: {err}"))
+    }
+}
+
+/// One delivered message, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Its subject.
+    pub subject: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Its headers.
+    pub headers: Option<HeaderMap>,
+    /// Its sequence in the stream.
+    pub stream_seq: u64,
+    /// How often it has been delivered (1 the first time).
+    pub delivered: i64,
+    /// When it was published (RFC 3339).
+    pub published: String,
+}
+
+impl Delivery {
+    /// Decodes the JSON payload; a payload that does not decode is poison.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HandleError> {
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| HandleError::Poison(format!("undecodable payload: {e}")))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
+    }
+
+    /// The last subject token (the order id on order events).
+    pub fn key(&self) -> &str {
+        self.subject.rsplit('.').next().unwrap_or(&self.subject)
+    }
+}
+
+type HandlerFuture = Pin<Box<dyn std::future::Future<Output = Result<(), HandleError>> + Send>>;
+/// A message handler.
+pub type Handler = Arc<dyn Fn(Delivery) -> HandlerFuture + Send + Sync>;
+
+/// Wraps an async function as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    Arc::new(move |delivery| Box::pin(f(delivery)))
+}
+
+/// What a consumer has done, since it started.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Messages handled and acked.
+    pub acked: AtomicU64,
+    /// Messages nak'd for a retry.
+    pub retried: AtomicU64,
+    /// Messages copied to `DLQ` and terminated.
+    pub dead_lettered: AtomicU64,
+    /// Messages nak'd unstarted at shutdown.
+    pub returned: AtomicU64,
+}
+
+/// Why a consumer could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The stream is missing or JetStream is unavailable.
+    #[error("failed to find stream {stream}: {detail}")]
+    Stream { stream: String, detail: String },
+    /// The consumer could not be created or updated.
+    #[error("failed to create consumer {durable}: {detail}")]
+    Create { durable: String, detail: String },
+}
+
+/// A durable consumer with its handler.
+pub struct Consumer {
+    js: jetstream::Context,
+    spec: Arc<ConsumerSpec>,
+    handler: Handler,
+    stats: Arc<ConsumerStats>,
+}
+
+impl Consumer {
+    /// A consumer for `spec` whose messages go to `handler`.
+    pub fn new(js: jetstream::Context, spec: ConsumerSpec, handler: Handler) -> Self {
+        Consumer { js, spec: Arc::new(spec), handler, stats: Arc::default() }
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.stats.clone()
+    }
+
+    /// Creates the durable consumer, or updates it to this spec.
+    pub async fn bind(&self) -> Result<jetstream::consumer::Consumer<pull::Config>, ConsumerError> {
+        let stream = self
+            .js
+            .get_stream(&self.spec.stream)
+            .await
+            .map_err(|e| ConsumerError::Stream { stream: self.spec.stream.clone(), detail: e.to_string() })?;
+        stream
+            .create_consumer(self.spec.config())
+            .await
+            .map_err(|e| ConsumerError::Create { durable: self.spec.durable.clone(), detail: e.to_string() })
+    }
+
+    /// Binds the consumer, then handles messages until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), ConsumerError> {
+        let consumer = self.bind().await?;
+        tracing::info!(durable = %self.spec.durable, stream = %self.spec.stream, "consumer bound");
+        let lanes = self.spec.concurrency.max(1);
+        let mut senders = Vec::with_capacity(lanes);
+        let mut workers = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (tx, rx) = mpsc::channel::<jetstream::Message>(32);
+            senders.push(tx);
+            let lane = Lane {
+                js: self.js.clone(),
+                spec: self.spec.clone(),
+                handler: self.handler.clone(),
+                stats: self.stats.clone(),
+            };
+            workers.push(tokio::spawn(lane.run(rx, shutdown.clone())));
+        }
+
+        let mut failures = 0usize;
+        'pull: while !shutdown.is_triggered() {
+            let stream = consumer.stream().max_messages_per_batch(self.spec.batch).messages().await;
+            let mut messages = match stream {
+                Ok(messages) => messages,
+                Err(err) => {
+                    failures += 1;
+                    let delay = crate::nats::reconnect_delay(failures);
+                    tracing::warn!(durable = %self.spec.durable, error = %err, retry_in = ?delay, "cannot pull messages");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = shutdown.wait() => break,
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    next = messages.next() => next,
+                    _ = shutdown.wait() => break 'pull,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        failures = 0;
+                        let lane = lane_of(message.subject.as_str(), lanes);
+                        if senders[lane].send(message).await.is_err() {
+                            break 'pull;
+                        }
+                    }
+                    Some(Err(err)) => {
+                        tracing::debug!(durable = %self.spec.durable, error = %err, "pull stream error");
+                    }
+                    None => continue 'pull,
+                }
+            }
+        }
+        drop(senders);
+        for worker in workers {
+            let _ = worker.await;
+        }
+        tracing::info!(durable = %self.spec.durable, "consumer stopped");
+        Ok(())
+    }
+}
+
+fn lane_of(subject: &str, lanes: usize) -> usize {
+    let key = subject.rsplit('.').next().unwrap_or(subject);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
+struct Lane {
+    js: jetstream::Context,
+    spec: Arc<ConsumerSpec>,
+    handler: Handler,
+    stats: Arc<ConsumerStats>,
+}
+
+impl Lane {
+    async fn run(self, mut messages: mpsc::Receiver<jetstream::Message>, shutdown: Shutdown) {
+        while let Some(message) = messages.recv().await {
+            if shutdown.is_triggered() {
+                // Not started: hand it back for another instance (or the restart) at once.
+                if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
+                    tracing::debug!(error = %err, "failed to return an unstarted message");
+                }
+                self.stats.returned.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.process(message).await;
+        }
+    }
+
+    async fn process(&self, message: jetstream::Message) {
+        let (stream_seq, delivered, published) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.delivered, crate::time::format_rfc3339(info.published)),
+            Err(err) => {
+                tracing::warn!(error = %err, "message without jetstream metadata; terminating it");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let delivery = Delivery {
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+            headers: message.headers.clone(),
+            stream_seq,
+            delivered,
+            published,
+        };
+
+        // In-progress acks keep a long handler's message from being redelivered under it.
+        let progress = {
+            let message_ack = message.reply.clone();
+            let client = self.js.client();
+            let every = (self.spec.ack_wait / 3).max(Duration::from_millis(100));
+            tokio::spawn(async move {
+                let Some(reply) = message_ack else { return };
+                loop {
+                    tokio::time::sleep(every).await;
+                    let _ = client.publish(reply.clone(), Bytes::from(AckKind::Progress)).await;
+                }
+            })
+        };
+        let result = AssertUnwindSafe((self.handler)(delivery.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(HandleError::Transient("handler panicked".into())));
+        progress.abort();
+
+        match result {
+            Ok(()) => {
+                if let Err(err) = message.ack().await {
+                    tracing::warn!(seq = stream_seq, error = %err, "ack failed; the message will be redelivered");
+                } else {
+                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(HandleError::Poison(reason)) => {
+                self.dead_letter(&message, &delivery, "poison", &reason).await
+            }
+            Err(HandleError::Transient(reason)) if delivered >= self.spec.max_deliver => {
+                self.dead_letter(&message, &delivery, "max_deliver", &reason).await
+            }
+            Err(HandleError::Transient(reason)) => {
+                let delay = self.spec.retry_delay(delivered);
+                tracing::warn!(durable = %self.spec.durable, seq = stream_seq, delivered, retry_in = ?delay, error = %reason, "handler failed; retrying");
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        delivery: &Delivery,
+        reason: &str,
+        error: &str,
+    ) {
+        use dlq_headers::*;
+        let mut headers = HeaderMap::new();
+        if let Some(original) = &delivery.headers {
+            for (name, values) in original.iter() {
+                let name: &str = name.as_ref();
+                if name.eq_ignore_ascii_case("Nats-Msg-Id") {
+                    if let Some(value) = values.first() {
+                        headers.insert(ORIGIN_MSG_ID, value.as_str());
+                    }
+                    continue;
+                }
+                for value in values {
+                    headers.append(name, value.as_str());
+                }
+            }
+        }
+        headers.insert(ORIGIN_STREAM, self.spec.stream.as_str());
+        headers.insert(ORIGIN_SUBJECT, delivery.subject.as_str());
+        headers.insert(ORIGIN_SEQ, delivery.stream_seq.to_string().as_str());
+        headers.insert(CONSUMER, self.spec.durable.as_str());
+        headers.insert(DELIVERIES, delivery.delivered.to_string().as_str());
+        headers.insert(REASON, reason);
+        let error_line: String = error.chars().filter(|c| !c.is_control()).take(1000).collect();
+        headers.insert(ERROR, error_line.as_str());
+        // One dead letter per origin message and consumer, even if this is repeated.
+        let msg_id = format!("dlq:{}:{}:{}", self.spec.stream, self.spec.durable, delivery.stream_seq);
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        let subject = crate::names::dlq_subject(&self.spec.stream, &self.spec.durable);
+        let published = match self.js.publish_with_headers(subject, headers, delivery.payload.clone()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        match published {
+            Ok(()) => {
+                tracing::warn!(durable = %self.spec.durable, seq = delivery.stream_seq, reason, error, "message dead-lettered");
+                let _ = message.ack_with(AckKind::Term).await;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => {
+                // Never drop a message we could not park: let it come back and try again.
+                tracing::error!(seq = delivery.stream_seq, error = %err, "failed to dead-letter; retrying later");
+                let _ = message.ack_with(AckKind::Nak(Some(self.spec.retry_delay(delivery.delivered)))).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_delay_grows_and_then_repeats() {
+        let spec = ConsumerSpec::new("S", "d", vec![]);
+        assert_eq!(spec.retry_delay(1), Duration::from_millis(500));
+        assert_eq!(spec.retry_delay(2), Duration::from_secs(2));
+        assert_eq!(spec.retry_delay(99), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn one_order_always_lands_on_one_lane() {
+        let a = lane_of("events.orders.created.0000-aaaa", 16);
+        assert_eq!(a, lane_of("events.orders.cancelled.0000-aaaa", 16));
+        assert_eq!(a, lane_of("events.orders.stock_committed.0000-aaaa", 16));
+    }
+
+    #[test]
+    fn the_consumer_config_spells_out_every_knob() {
+        let spec = ConsumerSpec::new("ORDERS", "inventory", vec!["a.>".into(), "b.>".into()]);
+        let config = spec.config();
+        assert_eq!(config.durable_name.as_deref(), Some("inventory"));
+        assert_eq!(config.ack_policy, jetstream::consumer::AckPolicy::Explicit);
+        assert_eq!(config.max_deliver, 5);
+        assert_eq!(config.filter_subjects, vec!["a.>".to_string(), "b.>".to_string()]);
+        assert_eq!(config.backoff[0], spec.ack_wait);
+        assert!(config.backoff.len() as i64 <= config.max_deliver);
+    }
+}

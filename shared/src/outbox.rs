@@ -1,0 +1,400 @@
+//! The transactional outbox: a business row and its event are written in one database
+//! transaction, and a relay publishes pending events to JetStream afterwards.
+//!
+//! So an event is never lost when the process dies between "commit" and "publish" (the row waits
+//! in the table), and never doubled when it dies between "publish" and "mark sent" (the event id is
+//! the `Nats-Msg-Id`, which the stream's duplicate window drops; consumers' inboxes catch the rest).
+//!
+//! The relay claims a batch of rows (`FOR UPDATE SKIP LOCKED` on Postgres; SQLite has one writer),
+//! publishes the whole batch with acks in flight together, marks each row sent only after its ack,
+//! releases the rest for a retry with backoff while NATS is away, and resumes from the table after a
+//! restart. Several instances can relay one table: a claim is a lease (`claimed_until`), so rows of
+//! a dead instance are picked up once the lease passes, and live instances never publish the same
+//! row at once. The HTTP path only inserts a row and wakes the relay; it never waits for NATS.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use futures_util::future::join_all;
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::db::{Backend, Db};
+use crate::shutdown::Shutdown;
+
+/// The outbox table for SQLite.
+pub const SQLITE_SQL: &str = "CREATE TABLE outbox (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id      TEXT NOT NULL UNIQUE,
+    subject       TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    headers       TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    attempts      BIGINT NOT NULL DEFAULT 0,
+    claimed_by    TEXT,
+    claimed_until BIGINT,
+    sent_at_ms    BIGINT,
+    stream_seq    BIGINT
+);
+CREATE INDEX outbox_pending ON outbox (sent_at_ms, id);";
+
+/// The outbox table for Postgres.
+pub const POSTGRES_SQL: &str = "CREATE TABLE outbox (
+    id            BIGSERIAL PRIMARY KEY,
+    event_id      TEXT NOT NULL UNIQUE,
+    subject       TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    headers       TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    attempts      BIGINT NOT NULL DEFAULT 0,
+    claimed_by    TEXT,
+    claimed_until BIGINT,
+    sent_at_ms    BIGINT,
+    stream_seq    BIGINT
+);
+CREATE INDEX outbox_pending ON outbox (sent_at_ms, id);";
+
+/// Header carrying the W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A new W3C `traceparent` (version 00, sampled).
+pub fn new_traceparent() -> String {
+    let trace = Uuid::new_v4().simple().to_string();
+    let span = &Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+/// A `traceparent` in the same trace as `parent` with a new span id; a new trace when `parent` is
+/// absent or malformed.
+pub fn child_traceparent(parent: Option<&str>) -> String {
+    match parent.map(|p| p.split('-').collect::<Vec<_>>()) {
+        Some(parts) if parts.len() == 4 && parts[1].len() == 32 => {
+            let span = &Uuid::new_v4().simple().to_string()[..16];
+            format!("00-{}-{span}-01", parts[1])
+        }
+        _ => new_traceparent(),
+    }
+}
+
+/// An event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Unique id; becomes the `Nats-Msg-Id`.
+    pub event_id: Uuid,
+    /// Subject to publish on.
+    pub subject: String,
+    /// The JSON payload.
+    pub payload: String,
+    /// Headers besides `Nats-Msg-Id` (the trace context).
+    pub headers: HashMap<String, String>,
+}
+
+impl OutboxEvent {
+    /// An event with a JSON payload and a trace context.
+    pub fn new<T: Serialize>(
+        event_id: Uuid,
+        subject: String,
+        payload: &T,
+        traceparent: String,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(OutboxEvent {
+            event_id,
+            subject,
+            payload: serde_json::to_string(payload)?,
+            headers: HashMap::from([(TRACEPARENT.to_string(), traceparent)]),
+        })
+    }
+}
+
+/// Writes `event` to the outbox inside the caller's transaction.
+pub async fn enqueue(conn: &mut AnyConnection, event: &OutboxEvent) -> Result<(), sqlx::Error> {
+    let headers = serde_json::to_string(&event.headers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.event_id.to_string())
+    .bind(&event.subject)
+    .bind(&event.payload)
+    .bind(headers)
+    .bind(crate::time::now_rfc3339())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Rows not yet published.
+pub async fn pending(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").fetch_one(db.pool()).await
+}
+
+/// Rows published.
+pub async fn sent(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NOT NULL").fetch_one(db.pool()).await
+}
+
+/// How the relay works.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows claimed and published per round; all of a round's acks are in flight together.
+    pub batch_size: i64,
+    /// How long a claim lasts before another instance may take the rows.
+    pub claim_for: Duration,
+    /// How often an idle relay looks for rows written by others (it is woken for its own).
+    pub idle_poll: Duration,
+    /// Sent rows older than this are deleted.
+    pub keep_sent: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            batch_size: 512,
+            claim_for: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(250),
+            keep_sent: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Why a relay round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The database failed.
+    #[error("outbox database error")]
+    Db(#[from] sqlx::Error),
+    /// Some publishes were not acknowledged; they are retried.
+    #[error("{failed} of {total} events were not acknowledged: {first_error}")]
+    Publish { failed: usize, total: usize, first_error: String },
+}
+
+/// Wakes a relay when its service has committed new rows.
+#[derive(Debug, Clone, Default)]
+pub struct RelayWaker(Arc<Notify>);
+
+impl RelayWaker {
+    /// Tells the relay there is work (it runs a round now instead of at its next poll).
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Publishes outbox rows to JetStream.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    db: Db,
+    js: jetstream::Context,
+    config: RelayConfig,
+    owner: String,
+    waker: RelayWaker,
+}
+
+struct Claimed {
+    id: i64,
+    event_id: String,
+    subject: String,
+    payload: String,
+    headers: String,
+}
+
+impl Relay {
+    /// A relay for the outbox in `db`, publishing through `js`, claiming rows as `owner`.
+    pub fn new(db: Db, js: jetstream::Context, owner: impl Into<String>, config: RelayConfig) -> Self {
+        Relay { db, js, config, owner: owner.into(), waker: RelayWaker::default() }
+    }
+
+    /// A handle to wake this relay after a commit.
+    pub fn waker(&self) -> RelayWaker {
+        self.waker.clone()
+    }
+
+    /// Publishes pending rows until `shutdown`, backing off while NATS is away.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut failures = 0usize;
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            let wait = match self.publish_pending().await {
+                Ok(published) if published as i64 >= self.config.batch_size => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    failures = 0;
+                    self.config.idle_poll
+                }
+                Err(err) => {
+                    failures += 1;
+                    let delay = crate::nats::reconnect_delay(failures);
+                    tracing::warn!(error = %err, retry_in = ?delay, "outbox relay round failed");
+                    delay
+                }
+            };
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                last_prune = tokio::time::Instant::now();
+                if let Err(err) = self.prune().await {
+                    tracing::warn!(error = %err, "failed to prune sent outbox rows");
+                }
+            }
+            tokio::select! {
+                _ = self.waker.0.notified(), if failures == 0 => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait() => {}
+            }
+        }
+        // One last round so what was committed just before shutdown goes out now, bounded so a
+        // missing NATS cannot hold the exit; anything left is published after the restart.
+        match tokio::time::timeout(Duration::from_secs(3), self.publish_pending()).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(published = n, "outbox relay flushed on shutdown"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "outbox relay could not flush on shutdown"),
+            _ => {}
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    /// One round: claim, publish, mark. Returns how many events were published.
+    pub async fn publish_pending(&self) -> Result<usize, RelayError> {
+        let rows = self.claim().await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let total = rows.len();
+        // Send every publish first (they go out in id order on one connection), then await all
+        // acks together: a window of `batch_size` publishes in flight, not one at a time.
+        let mut pending_acks = Vec::with_capacity(total);
+        for row in &rows {
+            let mut headers = HeaderMap::new();
+            if let Ok(extra) = serde_json::from_str::<HashMap<String, String>>(&row.headers) {
+                for (name, value) in extra {
+                    headers.insert(name.as_str(), value.as_str());
+                }
+            }
+            headers.insert("Nats-Msg-Id", row.event_id.as_str());
+            let sent = self
+                .js
+                .publish_with_headers(row.subject.clone(), headers, row.payload.clone().into_bytes().into())
+                .await;
+            pending_acks.push(sent);
+        }
+        let acks = join_all(pending_acks.into_iter().map(|sent| async move {
+            match sent {
+                Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            }
+        }))
+        .await;
+
+        let mut published = Vec::with_capacity(total);
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for (row, ack) in rows.iter().zip(acks) {
+            match ack {
+                Ok(ack) => published.push((row.id, ack.sequence)),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                    failed.push(row.id);
+                }
+            }
+        }
+        self.mark(&published, &failed).await?;
+        match first_error {
+            None => Ok(published.len()),
+            Some(first_error) => Err(RelayError::Publish { failed: failed.len(), total, first_error }),
+        }
+    }
+
+    async fn claim(&self) -> Result<Vec<Claimed>, sqlx::Error> {
+        let now = crate::time::now_unix_millis();
+        let until = now + self.config.claim_for.as_millis() as i64;
+        let lock = match self.db.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE sent_at_ms IS NULL \
+             AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4{lock}) \
+             RETURNING id, event_id, subject, payload, headers"
+        );
+        let mut tx = self.db.begin_write().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&self.owner)
+            .bind(until)
+            .bind(now)
+            .bind(self.config.batch_size)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(Claimed {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    subject: row.try_get("subject")?,
+                    payload: row.try_get("payload")?,
+                    headers: row.try_get("headers")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        claimed.sort_by_key(|row| row.id);
+        Ok(claimed)
+    }
+
+    async fn mark(&self, published: &[(i64, u64)], failed: &[i64]) -> Result<(), sqlx::Error> {
+        let now = crate::time::now_unix_millis();
+        let mut tx = self.db.begin_write().await?;
+        for (id, seq) in published {
+            sqlx::query(
+                "UPDATE outbox SET sent_at_ms = $1, stream_seq = $2, claimed_by = NULL, claimed_until = NULL \
+                 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(*seq as i64)
+            .bind(*id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for id in failed {
+            // Give the row back at once, so the retry after the backoff does not wait for the lease.
+            sqlx::query(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND claimed_by = $2",
+            )
+            .bind(*id)
+            .bind(&self.owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    async fn prune(&self) -> Result<(), sqlx::Error> {
+        let before = crate::time::now_unix_millis() - self.config.keep_sent.as_millis() as i64;
+        sqlx::query("DELETE FROM outbox WHERE sent_at_ms IS NOT NULL AND sent_at_ms < $1")
+            .bind(before)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_traceparent_keeps_the_trace_and_changes_the_span() {
+        let parent = new_traceparent();
+        assert_eq!(parent.len(), 55);
+        let child = child_traceparent(Some(&parent));
+        assert_eq!(child[..35], parent[..35]);
+        assert_ne!(child, parent);
+        assert_eq!(child_traceparent(Some("garbage")).len(), 55);
+    }
+}

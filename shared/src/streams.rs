@@ -1,0 +1,162 @@
+//! The JetStream streams every service relies on, declared at start-up, idempotently.
+//!
+//! `ORDERS` holds every order event (file storage, `events.orders.>`); `DLQ` holds dead letters
+//! (`dlq.>`). A service that finds a stream already there compares its configuration: equal is fine;
+//! a difference in what may change (limits, replicas, duplicate window) is logged and updated on
+//! purpose; a difference that cannot change in place (storage, subjects) is an error that names it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::names;
+
+/// How the streams are sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Replicas of each stream: 1 on one machine, 3 on a cluster.
+    pub replicas: usize,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate. It must cover the
+    /// outbox relay's retry horizon: the time between a publish that reached the stream and the
+    /// relay's retry of it when the ack was lost (seconds, at most the relay's 5 s backoff), or
+    /// the restart of a service killed between publish and mark (minutes).
+    pub duplicate_window: Duration,
+    /// How long events are kept.
+    pub max_age: Duration,
+    /// Largest size of the `ORDERS` stream, in bytes.
+    pub max_bytes: i64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            replicas: 1,
+            duplicate_window: Duration::from_secs(15 * 60),
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: 10 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a stream could not be declared.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The stream exists with a configuration that cannot be changed in place.
+    #[error(
+        "stream {stream} exists with {field} = {existing}, but this service needs {wanted}; fix or delete the stream"
+    )]
+    Conflict { stream: String, field: &'static str, existing: String, wanted: String },
+    /// JetStream did not answer or refused.
+    #[error("failed to declare stream {stream}: {detail}")]
+    JetStream { stream: String, detail: String },
+}
+
+/// The `ORDERS` stream's configuration.
+pub fn orders_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: names::ORDERS_STREAM.into(),
+        description: Some("Every order event: created, cancelled and lifecycle events".into()),
+        subjects: vec![names::ORDERS_STREAM_SUBJECTS.into()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: settings.replicas,
+        duplicate_window: settings.duplicate_window,
+        max_age: settings.max_age,
+        max_bytes: settings.max_bytes,
+        max_messages: -1,
+        max_message_size: 1024 * 1024,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The `DLQ` stream's configuration.
+pub fn dlq_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: names::DLQ_STREAM.into(),
+        description: Some("Dead letters: messages a consumer could not process".into()),
+        subjects: vec![names::DLQ_STREAM_SUBJECTS.into()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: settings.replicas,
+        duplicate_window: Duration::from_secs(120),
+        max_age: settings.max_age,
+        max_bytes: settings.max_bytes / 10,
+        max_messages: -1,
+        max_message_size: 2 * 1024 * 1024,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Declares `ORDERS` and `DLQ`.
+pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StreamError> {
+    ensure(js, orders_config(settings)).await?;
+    ensure(js, dlq_config(settings)).await
+}
+
+/// Creates the stream, or checks and (when only mutable settings differ) updates it.
+pub async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<(), StreamError> {
+    let name = wanted.name.clone();
+    let failed = |detail: String| StreamError::JetStream { stream: name.clone(), detail };
+    match js.get_stream(&name).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.map_err(|e| failed(e.to_string()))?;
+            let have = &info.config;
+            if have.storage != wanted.storage {
+                return Err(StreamError::Conflict {
+                    stream: name,
+                    field: "storage",
+                    existing: format!("{:?}", have.storage),
+                    wanted: format!("{:?}", wanted.storage),
+                });
+            }
+            if have.subjects != wanted.subjects {
+                return Err(StreamError::Conflict {
+                    stream: name,
+                    field: "subjects",
+                    existing: format!("{:?}", have.subjects),
+                    wanted: format!("{:?}", wanted.subjects),
+                });
+            }
+            let differs = have.num_replicas != wanted.num_replicas
+                || have.duplicate_window != wanted.duplicate_window
+                || have.max_age != wanted.max_age
+                || have.max_bytes != wanted.max_bytes
+                || have.max_message_size != wanted.max_message_size;
+            if differs {
+                tracing::warn!(
+                    stream = %name,
+                    replicas = have.num_replicas,
+                    wanted_replicas = wanted.num_replicas,
+                    duplicate_window = ?have.duplicate_window,
+                    wanted_duplicate_window = ?wanted.duplicate_window,
+                    "stream limits differ from this service's; updating the stream"
+                );
+                js.update_stream(&wanted).await.map_err(|e| failed(e.to_string()))?;
+            }
+            Ok(())
+        }
+        Err(err) => {
+            let not_found = matches!(
+                err.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            if !not_found {
+                return Err(failed(err.to_string()));
+            }
+            match js.create_stream(wanted.clone()).await {
+                Ok(_) => {
+                    tracing::info!(stream = %name, "stream created");
+                    Ok(())
+                }
+                // Another instance created it between our look and our create: check it again.
+                Err(_) if js.get_stream(&name).await.is_ok() => Ok(()),
+                Err(err) => Err(failed(err.to_string())),
+            }
+        }
+    }
+}

@@ -103,6 +103,39 @@ impl NatsArgs {
     }
 }
 
+/// Knobs of a service's durable consumer.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerArgs {
+    /// Events this instance handles at once (each order's events stay in order).
+    #[arg(long, env = "CONSUMER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub consumer_concurrency: u16,
+
+    /// Deliveries of a failing event before it is dead-lettered.
+    #[arg(long, env = "MAX_DELIVER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub max_deliver: i64,
+
+    /// Time the server waits for an ack before redelivering an event.
+    #[arg(long, env = "ACK_WAIT", value_parser = parse_duration, default_value = "30s")]
+    pub ack_wait: Duration,
+
+    /// Delays before retrying an event whose handler failed, comma-separated; the last repeats.
+    #[arg(long, env = "RETRY_BACKOFF", value_delimiter = ',', value_parser = parse_duration, default_value = "500ms,2s,10s,30s")]
+    pub retry_backoff: Vec<Duration>,
+}
+
+impl ConsumerArgs {
+    /// Applies these flags to a consumer spec.
+    pub fn apply(&self, mut spec: crate::consumer::ConsumerSpec) -> crate::consumer::ConsumerSpec {
+        spec.concurrency = usize::from(self.consumer_concurrency);
+        spec.max_deliver = self.max_deliver;
+        spec.ack_wait = self.ack_wait;
+        if !self.retry_backoff.is_empty() {
+            spec.retry_backoff = self.retry_backoff.clone();
+        }
+        spec
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

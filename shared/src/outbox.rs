@@ -111,6 +111,31 @@ impl OutboxEvent {
     }
 }
 
+impl OutboxEvent {
+    /// A lifecycle event (`stock_committed`, `stock_released`, `confirmation_sent`, ...) of an
+    /// order, in the trace of the event that caused it.
+    pub fn lifecycle(
+        kind: &str,
+        order_id: Uuid,
+        detail: impl Into<String>,
+        cause_traceparent: Option<&str>,
+    ) -> Self {
+        let event = crate::contracts::OrderLifecycle {
+            event_id: Uuid::new_v4(),
+            order_id,
+            detail: detail.into(),
+            at: crate::time::now_rfc3339(),
+        };
+        OutboxEvent {
+            event_id: event.event_id,
+            subject: crate::names::order_event_subject(kind, &order_id),
+            // A struct of strings and UUIDs always serializes.
+            payload: serde_json::to_string(&event).unwrap_or_default(),
+            headers: HashMap::from([(TRACEPARENT.to_string(), child_traceparent(cause_traceparent))]),
+        }
+    }
+}
+
 /// Writes `event` to the outbox inside the caller's transaction.
 pub async fn enqueue(conn: &mut AnyConnection, event: &OutboxEvent) -> Result<(), sqlx::Error> {
     let headers = serde_json::to_string(&event.headers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;

@@ -1,28 +1,41 @@
-//! Start-up and shutdown of the inventory service: flags, connections, the micro service.
+//! Start-up and shutdown of the inventory service: flags, connections, the micro service, the
+//! durable consumer, the reservation sweeper and the outbox relay.
 
 use std::time::Duration;
 
 use clap::Parser;
-use switchyard::config::{CommonArgs, parse_duration};
+use switchyard::config::{CommonArgs, ConsumerArgs, parse_duration};
+use switchyard::consumer::{Consumer, ConsumerError, handler};
 use switchyard::contracts::{CheckRequest, ReleaseRequest, ReserveRequest, RestockRequest, StockRequest};
 use switchyard::db::{Db, DbError};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::names;
 use switchyard::nats::ConnectError;
+use switchyard::outbox::{Relay, RelayConfig};
 use switchyard::shutdown::Shutdown;
+use switchyard::streams::StreamError;
 
+use crate::events;
 use crate::store::Inventory;
 
-/// inventory-service: stock and reservations, served as the NATS micro service `inventory`.
+/// inventory-service: stock and reservations, served as the NATS micro service `inventory`, and
+/// the durable consumer `inventory` that commits or releases reservations as orders progress.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "inventory-service", version, about)]
 pub struct Config {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Time after which a reservation that was never committed may be released.
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+
+    /// Time after which a reservation that was never committed is released.
     #[arg(long, env = "RESERVATION_TTL", value_parser = parse_duration, default_value = "15m")]
     pub reservation_ttl: Duration,
+
+    /// How often expired reservations are looked for.
+    #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub sweep_interval: Duration,
 
     /// Requests this instance handles at once; more wait in the subscription.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 256)]
@@ -38,6 +51,10 @@ pub enum AppError {
     Db(#[from] DbError),
     #[error("failed to start the micro service")]
     Micro(#[from] MicroError),
+    #[error(transparent)]
+    Streams(#[from] StreamError),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
 }
 
 /// A running inventory service.
@@ -45,20 +62,44 @@ pub struct App {
     client: async_nats::Client,
     service: ServiceHandle,
     inventory: Inventory,
+    consumer: Consumer,
+    relay: Relay,
+    sweep_interval: Duration,
 }
 
 impl App {
-    /// Connects to NATS and the database, migrates, and starts serving `inventory.*`.
+    /// Connects to NATS and the database, migrates, declares the streams, binds the consumer and
+    /// starts serving `inventory.*`.
     pub async fn build(config: Config) -> Result<App, AppError> {
         let instance = config.common.instance_id();
         let db = Db::connect(&config.common.database_url_for(names::INVENTORY_SERVICE), &crate::MIGRATIONS)
             .await?;
         let client =
             switchyard::nats::connect(&config.common.nats, names::INVENTORY_SERVICE, &instance).await?;
-        let inventory = Inventory::new(db, config.reservation_ttl);
+        let js = async_nats::jetstream::new(client.clone());
+        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
+        let relay = Relay::new(
+            db.clone(),
+            js.clone(),
+            format!("{}-{instance}", names::INVENTORY_SERVICE),
+            RelayConfig::default(),
+        );
+        let inventory = Inventory::new(db, config.reservation_ttl).with_relay(relay.waker());
+        let consumer = {
+            let inventory = inventory.clone();
+            Consumer::new(
+                js.clone(),
+                config.consumer.apply(events::consumer_spec()),
+                handler(move |delivery| {
+                    let inventory = inventory.clone();
+                    async move { events::handle(&inventory, delivery).await }
+                }),
+            )
+        };
+        consumer.bind().await?;
         let service = spec(&inventory).max_in_flight(config.max_in_flight).start(client.clone()).await?;
         tracing::info!(instance = %instance, id = %service.id(), "inventory-service ready");
-        Ok(App { client, service, inventory })
+        Ok(App { client, service, inventory, consumer, relay, sweep_interval: config.sweep_interval })
     }
 
     /// The micro service instance id.
@@ -71,14 +112,32 @@ impl App {
         &self.inventory
     }
 
-    /// Serves until `shutdown` fires, then answers in-flight requests, drains NATS and closes the
-    /// database.
+    /// Serves until `shutdown` fires; then stops taking events and requests, finishes and acks
+    /// in-flight work, publishes what it committed, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
+        let App { client, service, inventory, consumer, relay, sweep_interval } = self;
+        let relay_stop = Shutdown::new();
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let sweeper = tokio::spawn(events::run_sweeper(inventory.clone(), sweep_interval, shutdown.clone()));
+        let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+
         shutdown.wait().await;
         tracing::info!("inventory-service stopping");
-        self.service.stop().await;
-        switchyard::nats::drain(&self.client, Duration::from_secs(5)).await;
-        self.inventory.db().close().await;
+        let (consumed, swept, _) = tokio::join!(consumer_task, sweeper, service.stop());
+        match consumed {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "inventory consumer failed"),
+            Err(err) => tracing::error!(error = %err, "inventory consumer task failed"),
+        }
+        if let Err(err) = swept {
+            tracing::error!(error = %err, "sweeper task failed");
+        }
+        relay_stop.trigger();
+        if let Err(err) = relay_task.await {
+            tracing::error!(error = %err, "outbox relay task failed");
+        }
+        switchyard::nats::drain(&client, Duration::from_secs(5)).await;
+        inventory.db().close().await;
         tracing::info!("inventory-service stopped");
     }
 }

@@ -15,7 +15,10 @@ use switchyard::contracts::{
 };
 use switchyard::db::{Db, is_unique_violation};
 use switchyard::micro::ServiceError;
+use switchyard::names::order_event;
+use switchyard::outbox::{self, OutboxEvent, RelayWaker};
 use switchyard::time::{now_rfc3339, now_unix_millis};
+use uuid::Uuid;
 
 /// Why an inventory operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +41,7 @@ impl From<InventoryError> for ServiceError {
 }
 
 /// Status of a reservation row.
-mod status {
+pub(crate) mod status {
     pub const RESERVED: &str = "reserved";
     pub const COMMITTED: &str = "committed";
     pub const RELEASED: &str = "released";
@@ -49,12 +52,24 @@ mod status {
 pub struct Inventory {
     db: Db,
     reservation_ttl: Duration,
+    waker: RelayWaker,
 }
 
 impl Inventory {
     /// Inventory on `db`; reservations expire `reservation_ttl` after they are made unless committed.
     pub fn new(db: Db, reservation_ttl: Duration) -> Self {
-        Inventory { db, reservation_ttl }
+        Inventory { db, reservation_ttl, waker: RelayWaker::default() }
+    }
+
+    /// Wakes `waker` whenever this inventory commits an outbox event.
+    pub fn with_relay(mut self, waker: RelayWaker) -> Self {
+        self.waker = waker;
+        self
+    }
+
+    /// Wakes the outbox relay.
+    pub fn wake_relay(&self) {
+        self.waker.wake();
     }
 
     /// The database underneath.
@@ -163,12 +178,7 @@ impl Inventory {
     pub async fn release(&self, request: &ReleaseRequest) -> Result<ReleaseReply, InventoryError> {
         let order_id = request.order_id.to_string();
         let mut tx = self.db.begin_write().await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
-                .bind(&order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let released = match existing.as_deref() {
+        let released = match reservation_status(&mut tx, &order_id).await?.as_deref() {
             None => false,
             Some(status::RELEASED) => true,
             Some(status::COMMITTED) => {
@@ -177,33 +187,12 @@ impl Inventory {
                 )));
             }
             Some(_) => {
-                let lines = sqlx::query(
-                    "SELECT sku, quantity FROM reservation_items WHERE order_id = $1 ORDER BY sku",
-                )
-                .bind(&order_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                for line in lines {
-                    let sku: String = line.try_get("sku")?;
-                    let quantity: i64 = line.try_get("quantity")?;
-                    sqlx::query(
-                        "UPDATE stock SET available = available + $1, reserved = reserved - $1 WHERE sku = $2",
-                    )
-                    .bind(quantity)
-                    .bind(&sku)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query("UPDATE reservations SET status = $1, updated_at = $2 WHERE order_id = $3")
-                    .bind(status::RELEASED)
-                    .bind(now_rfc3339())
-                    .bind(&order_id)
-                    .execute(&mut *tx)
-                    .await?;
+                release_reserved(&mut tx, request.order_id, "released on request", None).await?;
                 true
             }
         };
         tx.commit().await?;
+        self.waker.wake();
         Ok(ReleaseReply { released })
     }
 
@@ -255,4 +244,63 @@ impl Inventory {
         }
         Ok(StockReply { items })
     }
+}
+
+/// The status of an order's reservation, inside a transaction.
+pub(crate) async fn reservation_status(
+    conn: &mut sqlx::AnyConnection,
+    order_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The lines of an order's reservation.
+pub(crate) async fn reservation_lines(
+    conn: &mut sqlx::AnyConnection,
+    order_id: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT sku, quantity FROM reservation_items WHERE order_id = $1 ORDER BY sku")
+        .bind(order_id)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|row| Ok((row.try_get("sku")?, row.try_get("quantity")?))).collect()
+}
+
+/// Sets a reservation's status.
+pub(crate) async fn set_status(
+    conn: &mut sqlx::AnyConnection,
+    order_id: &str,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reservations SET status = $1, updated_at = $2 WHERE order_id = $3")
+        .bind(status)
+        .bind(now_rfc3339())
+        .bind(order_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Puts a reserved (not committed) order's stock back and records `stock_released`, inside the
+/// caller's transaction.
+pub(crate) async fn release_reserved(
+    conn: &mut sqlx::AnyConnection,
+    order_id: Uuid,
+    reason: &str,
+    cause_traceparent: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let id = order_id.to_string();
+    for (sku, quantity) in reservation_lines(conn, &id).await? {
+        sqlx::query("UPDATE stock SET available = available + $1, reserved = reserved - $1 WHERE sku = $2")
+            .bind(quantity)
+            .bind(&sku)
+            .execute(&mut *conn)
+            .await?;
+    }
+    set_status(conn, &id, status::RELEASED).await?;
+    let event = OutboxEvent::lifecycle(order_event::STOCK_RELEASED, order_id, reason, cause_traceparent);
+    outbox::enqueue(conn, &event).await
 }

@@ -146,6 +146,16 @@ impl TestStack {
         (reply.items[0].available, reply.items[0].reserved)
     }
 
+    /// Waits until every reservation of `sku` is committed (nothing reserved) and `available`
+    /// units are left; panics after 10 s.
+    pub async fn settled_stock(&self, sku: &str, available: i64) {
+        let what = format!("{sku} to settle at {available} available, 0 reserved");
+        switchyard::testkit::eventually(Duration::from_secs(10), &what, || async {
+            self.stock(sku).await == (available, 0)
+        })
+        .await;
+    }
+
     /// `POST /orders` with a JSON body and an optional Idempotency-Key.
     pub async fn post_order(&self, body: &Value, key: Option<&str>) -> Answer {
         let mut request = self.http.post(format!("{}/orders", self.base_url)).json(body);

@@ -1,0 +1,154 @@
+//! The inventory's side of the asynchronous path: the durable consumer `inventory` on `ORDERS`
+//! (created: commit the reservation, cancelled: release it, each once) and the sweeper that
+//! releases reservations whose TTL passed without a commit.
+
+use std::time::Duration;
+
+use switchyard::consumer::{ConsumerSpec, Delivery, HandleError};
+use switchyard::contracts::{OrderCancelled, OrderCreated};
+use switchyard::names::{self, order_event};
+use switchyard::outbox::{self, OutboxEvent, TRACEPARENT};
+use switchyard::shutdown::Shutdown;
+use switchyard::{inbox, time};
+use uuid::Uuid;
+
+use crate::store::{Inventory, release_reserved, reservation_lines, reservation_status, set_status, status};
+
+/// The `inventory` consumer: order created and cancelled events.
+pub fn consumer_spec() -> ConsumerSpec {
+    ConsumerSpec::new(
+        names::ORDERS_STREAM,
+        names::INVENTORY_CONSUMER,
+        vec!["events.orders.created.*".into(), "events.orders.cancelled.*".into()],
+    )
+}
+
+/// Handles one event for the `inventory` consumer.
+pub async fn handle(inventory: &Inventory, delivery: Delivery) -> Result<(), HandleError> {
+    let kind = delivery.subject.split('.').nth(2).unwrap_or_default();
+    let trace = delivery.header(TRACEPARENT);
+    match kind {
+        order_event::CREATED => {
+            let event: OrderCreated = delivery.json()?;
+            commit(inventory, &event, trace).await
+        }
+        order_event::CANCELLED => {
+            let event: OrderCancelled = delivery.json()?;
+            cancel(inventory, &event, trace).await
+        }
+        other => Err(HandleError::Poison(format!("the inventory consumer does not handle {other:?} events"))),
+    }
+}
+
+/// Commits the order's reservation: its stock leaves the shelf, once.
+async fn commit(inventory: &Inventory, event: &OrderCreated, trace: Option<&str>) -> Result<(), HandleError> {
+    let order_id = event.order_id.to_string();
+    let mut tx = inventory.db().begin_write().await?;
+    if !inbox::record(&mut tx, names::INVENTORY_CONSUMER, &event.event_id.to_string()).await? {
+        return Ok(());
+    }
+    match reservation_status(&mut tx, &order_id).await?.as_deref() {
+        Some(status::RESERVED) => {
+            let lines = reservation_lines(&mut tx, &order_id).await?;
+            for (sku, quantity) in &lines {
+                sqlx::query("UPDATE stock SET reserved = reserved - $1 WHERE sku = $2")
+                    .bind(quantity)
+                    .bind(sku)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            set_status(&mut tx, &order_id, status::COMMITTED).await?;
+            let units: i64 = lines.iter().map(|(_, q)| q).sum();
+            let detail = format!("{units} units of {} SKUs left the shelf", lines.len());
+            let event = OutboxEvent::lifecycle(order_event::STOCK_COMMITTED, event.order_id, detail, trace);
+            outbox::enqueue(&mut tx, &event).await?;
+        }
+        Some(status::COMMITTED) => {}
+        Some(_) => {
+            return Err(HandleError::Poison(format!(
+                "order {order_id} was accepted but its reservation was released (expired) before the commit"
+            )));
+        }
+        None => return Err(HandleError::Poison(format!("order {order_id} has no reservation to commit"))),
+    }
+    tx.commit().await?;
+    inventory.wake_relay();
+    Ok(())
+}
+
+/// Releases a cancelled order's stock, once: a reservation goes back to available; committed
+/// stock is returned to the shelf.
+async fn cancel(
+    inventory: &Inventory,
+    event: &OrderCancelled,
+    trace: Option<&str>,
+) -> Result<(), HandleError> {
+    let order_id = event.order_id.to_string();
+    let mut tx = inventory.db().begin_write().await?;
+    if !inbox::record(&mut tx, names::INVENTORY_CONSUMER, &event.event_id.to_string()).await? {
+        return Ok(());
+    }
+    match reservation_status(&mut tx, &order_id).await?.as_deref() {
+        Some(status::RESERVED) => {
+            release_reserved(&mut tx, event.order_id, &format!("cancelled: {}", event.reason), trace).await?;
+        }
+        Some(status::COMMITTED) => {
+            for (sku, quantity) in reservation_lines(&mut tx, &order_id).await? {
+                sqlx::query("UPDATE stock SET available = available + $1 WHERE sku = $2")
+                    .bind(quantity)
+                    .bind(&sku)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            set_status(&mut tx, &order_id, status::RELEASED).await?;
+            let detail = format!("cancelled after commit, stock returned to the shelf: {}", event.reason);
+            let event = OutboxEvent::lifecycle(order_event::STOCK_RELEASED, event.order_id, detail, trace);
+            outbox::enqueue(&mut tx, &event).await?;
+        }
+        Some(_) => {}
+        None => tracing::warn!(%order_id, "cancelled order had no reservation"),
+    }
+    tx.commit().await?;
+    inventory.wake_relay();
+    Ok(())
+}
+
+/// Releases reservations whose TTL passed without a commit. Returns how many it released.
+pub async fn release_expired(inventory: &Inventory) -> Result<usize, sqlx::Error> {
+    let expired: Vec<String> = sqlx::query_scalar(
+        "SELECT order_id FROM reservations WHERE status = $1 AND expires_at < $2 ORDER BY expires_at LIMIT 500",
+    )
+    .bind(status::RESERVED)
+    .bind(time::now_unix_millis())
+    .fetch_all(inventory.db().pool())
+    .await?;
+    let mut released = 0;
+    for order_id in expired {
+        let Ok(id) = Uuid::parse_str(&order_id) else { continue };
+        let mut tx = inventory.db().begin_write().await?;
+        // Checked again inside the write transaction: a commit may have won the race.
+        if reservation_status(&mut tx, &order_id).await?.as_deref() == Some(status::RESERVED) {
+            release_reserved(&mut tx, id, "reservation expired before it was committed", None).await?;
+            released += 1;
+        }
+        tx.commit().await?;
+    }
+    if released > 0 {
+        tracing::info!(released, "released expired reservations");
+        inventory.wake_relay();
+    }
+    Ok(released)
+}
+
+/// Runs [`release_expired`] every `interval` until `shutdown`.
+pub async fn run_sweeper(inventory: Inventory, interval: Duration, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => break,
+        }
+        if let Err(err) = release_expired(&inventory).await {
+            tracing::warn!(error = %err, "reservation sweep failed");
+        }
+    }
+}

@@ -90,7 +90,7 @@ impl ConsumerSpec {
             ],
             max_ack_pending: 4096,
             concurrency: 16,
-            batch: 256,
+            batch: 128,
         }
     }
 

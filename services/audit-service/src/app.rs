@@ -1,0 +1,153 @@
+//! Start-up and shutdown of the audit service, and its `replay` command.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchyard::config::{CommonArgs, ConsumerArgs};
+use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec, handler};
+use switchyard::contracts::HistoryRequest;
+use switchyard::db::{Db, DbError};
+use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
+use switchyard::names;
+use switchyard::nats::ConnectError;
+use switchyard::shutdown::Shutdown;
+use switchyard::streams::StreamError;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::trail::{ReplayError, ReplayFrom, Trail};
+
+/// audit-service: an append-only audit trail of every order event, `audit.history` over NATS,
+/// and `replay` to rebuild the trail from the stream.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "audit-service", version, about)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Rebuild the audit trail from the ORDERS stream, from a sequence or a time, then exit.
+    Replay {
+        /// Replay from this stream sequence on (rows from it on are deleted and rebuilt).
+        #[arg(long, conflicts_with = "since", required_unless_present = "since")]
+        from_seq: Option<u64>,
+        /// Replay events published at or after this time (RFC 3339, e.g. 2026-11-27T18:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<OffsetDateTime>,
+    },
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Streams(#[from] StreamError),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error("failed to start the micro service")]
+    Micro(#[from] MicroError),
+    #[error("replay failed")]
+    Replay(#[from] ReplayError),
+}
+
+/// The `audit` consumer: every order event.
+pub fn consumer_spec() -> ConsumerSpec {
+    ConsumerSpec::new(names::ORDERS_STREAM, names::AUDIT_CONSUMER, vec![names::ORDERS_STREAM_SUBJECTS.into()])
+}
+
+/// A running audit service.
+pub struct App {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    trail: Trail,
+    consumer: Consumer,
+    service: ServiceHandle,
+}
+
+impl App {
+    /// Connects, migrates, declares the streams, binds the consumer and starts `audit.history`.
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        let instance = config.common.instance_id();
+        let db =
+            Db::connect(&config.common.database_url_for(names::AUDIT_SERVICE), &crate::MIGRATIONS).await?;
+        let client = switchyard::nats::connect(&config.common.nats, names::AUDIT_SERVICE, &instance).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
+        let trail = Trail::new(db);
+        let consumer = {
+            let trail = trail.clone();
+            Consumer::new(
+                js.clone(),
+                config.consumer.apply(consumer_spec()),
+                handler(move |delivery| {
+                    let trail = trail.clone();
+                    async move { trail.handle(delivery).await }
+                }),
+            )
+        };
+        consumer.bind().await?;
+        let service = spec(&trail).start(client.clone()).await?;
+        tracing::info!(instance = %instance, "audit-service ready");
+        Ok(App { client, js, trail, consumer, service })
+    }
+
+    /// The trail, for tests and tools.
+    pub fn trail(&self) -> &Trail {
+        &self.trail
+    }
+
+    /// Rebuilds the trail from `from`, then closes. Returns how many events were recorded.
+    pub async fn replay(self, from: ReplayFrom) -> Result<u64, AppError> {
+        let App { client, js, trail, service, .. } = self;
+        service.stop().await;
+        let recorded = trail.replay(&js, from).await;
+        switchyard::nats::drain(&client, Duration::from_secs(5)).await;
+        trail.db().close().await;
+        Ok(recorded?)
+    }
+
+    /// Consumes and serves until `shutdown`; then finishes in-flight work, drains NATS and closes
+    /// the database.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) {
+        let App { client, trail, consumer, service, .. } = self;
+        let consumed = tokio::spawn(consumer.run(shutdown.clone()));
+        shutdown.wait().await;
+        let (consumed, _) = tokio::join!(consumed, service.stop());
+        match consumed {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "audit consumer failed"),
+            Err(err) => tracing::error!(error = %err, "audit consumer task failed"),
+        }
+        switchyard::nats::drain(&client, Duration::from_secs(5)).await;
+        trail.db().close().await;
+        tracing::info!("audit-service stopped");
+    }
+}
+
+/// The `audit` micro service.
+pub fn spec(trail: &Trail) -> ServiceSpec {
+    let trail = trail.clone();
+    ServiceSpec::new(names::AUDIT_SERVICE, env!("CARGO_PKG_VERSION"))
+        .description("Order audit trail")
+        .endpoint("history", names::AUDIT_HISTORY, move |request: HistoryRequest| {
+            let trail = trail.clone();
+            async move { trail.history(request.order_id).await.map_err(ServiceError::internal) }
+        })
+}

@@ -1,0 +1,182 @@
+//! Start-up and shutdown of the email service, and its event handler.
+
+use std::time::Duration;
+
+use clap::Parser;
+use lettre::message::Mailbox;
+use switchyard::config::{CommonArgs, ConsumerArgs};
+use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec, Delivery, HandleError, handler};
+use switchyard::contracts::OrderCreated;
+use switchyard::db::{Db, DbError};
+use switchyard::names::{self, order_event};
+use switchyard::nats::ConnectError;
+use switchyard::outbox::{self, OutboxEvent, Relay, RelayConfig, RelayWaker, TRACEPARENT};
+use switchyard::shutdown::Shutdown;
+use switchyard::streams::StreamError;
+use switchyard::{inbox, time};
+
+use crate::mailer::{self, Mailer, MailerError};
+
+/// email-service: one confirmation email per accepted order.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "email-service", version, about)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+
+    /// Send over SMTP at this URL (`smtp://host:port`) instead of writing .eml files under
+    /// <data-dir>/emails.
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// The From address of confirmations.
+    #[arg(long, env = "MAIL_FROM", default_value = "Switchyard <orders@switchyard.local>")]
+    pub mail_from: Mailbox,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Nats(#[from] ConnectError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Streams(#[from] StreamError),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error(transparent)]
+    Mailer(#[from] MailerError),
+}
+
+/// What the handler needs.
+#[derive(Debug, Clone)]
+pub struct Emailer {
+    db: Db,
+    mailer: Mailer,
+    from: Mailbox,
+    waker: RelayWaker,
+}
+
+impl Emailer {
+    /// Confirmations recorded as sent.
+    pub async fn sent(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM emails").fetch_one(self.db.pool()).await
+    }
+
+    /// Handles one `created` event: send the confirmation once, record it, publish
+    /// `confirmation_sent`.
+    pub async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let order: OrderCreated = delivery.json()?;
+        let Some(to) = order.email.clone() else {
+            let mut tx = self.db.begin_write().await?;
+            inbox::record(&mut tx, names::EMAIL_CONSUMER, &order.event_id.to_string()).await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        let order_id = order.order_id.to_string();
+        let mut tx = self.db.begin_write().await?;
+        if !inbox::record(&mut tx, names::EMAIL_CONSUMER, &order.event_id.to_string()).await? {
+            return Ok(());
+        }
+        let already: Option<String> = sqlx::query_scalar("SELECT order_id FROM emails WHERE order_id = $1")
+            .bind(&order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if already.is_none() {
+            let message = mailer::confirmation(&order, &self.from, &to)?;
+            self.mailer.send(&order_id, &message).await?;
+            sqlx::query(
+                "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&order_id)
+            .bind(&to)
+            .bind(mailer::message_id(&order))
+            .bind(self.mailer.kind())
+            .bind(time::now_rfc3339())
+            .execute(&mut *tx)
+            .await?;
+            let event = OutboxEvent::lifecycle(
+                order_event::CONFIRMATION_SENT,
+                order.order_id,
+                format!("confirmation sent to {to}"),
+                delivery.header(TRACEPARENT),
+            );
+            outbox::enqueue(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+/// The `email` consumer: order created events.
+pub fn consumer_spec() -> ConsumerSpec {
+    ConsumerSpec::new(names::ORDERS_STREAM, names::EMAIL_CONSUMER, vec!["events.orders.created.*".into()])
+}
+
+/// A running email service.
+pub struct App {
+    client: async_nats::Client,
+    emailer: Emailer,
+    consumer: Consumer,
+    relay: Relay,
+}
+
+impl App {
+    /// Connects, migrates, declares the streams and binds the consumer.
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        let instance = config.common.instance_id();
+        let db = Db::connect(&config.common.database_url_for("email"), &crate::MIGRATIONS).await?;
+        let client = switchyard::nats::connect(&config.common.nats, "email", &instance).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::smtp(url)?,
+            None => Mailer::files(config.common.data_dir.join("emails"))?,
+        };
+        let relay = Relay::new(db.clone(), js.clone(), format!("email-{instance}"), RelayConfig::default());
+        let emailer = Emailer { db, mailer, from: config.mail_from.clone(), waker: relay.waker() };
+        let consumer = {
+            let emailer = emailer.clone();
+            Consumer::new(
+                js,
+                config.consumer.apply(consumer_spec()),
+                handler(move |delivery| {
+                    let emailer = emailer.clone();
+                    async move { emailer.handle(delivery).await }
+                }),
+            )
+        };
+        consumer.bind().await?;
+        tracing::info!(instance = %instance, mailer = ?emailer.mailer, "email-service ready");
+        Ok(App { client, emailer, consumer, relay })
+    }
+
+    /// The handler's state, for tests and tools.
+    pub fn emailer(&self) -> &Emailer {
+        &self.emailer
+    }
+
+    /// Consumes until `shutdown`; then finishes and acks in-flight events, publishes what it
+    /// committed, drains NATS and closes the database.
+    pub async fn run_until_stopped(self, shutdown: Shutdown) {
+        let App { client, emailer, consumer, relay } = self;
+        let relay_stop = Shutdown::new();
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        match consumer.run(shutdown).await {
+            Ok(()) => {}
+            Err(err) => tracing::error!(error = %err, "email consumer failed"),
+        }
+        relay_stop.trigger();
+        if let Err(err) = relay_task.await {
+            tracing::error!(error = %err, "outbox relay task failed");
+        }
+        switchyard::nats::drain(&client, Duration::from_secs(5)).await;
+        emailer.db.close().await;
+        tracing::info!("email-service stopped");
+    }
+}

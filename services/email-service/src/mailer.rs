@@ -1,0 +1,138 @@
+//! Building and sending the confirmation email.
+
+use std::path::PathBuf;
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use switchyard::consumer::HandleError;
+use switchyard::contracts::OrderCreated;
+
+/// Where emails go.
+#[derive(Clone)]
+pub enum Mailer {
+    /// `.eml` files in a directory, one per order.
+    Files(PathBuf),
+    /// An SMTP server.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mailer::Files(dir) => write!(f, "Files({})", dir.display()),
+            Mailer::Smtp(_) => write!(f, "Smtp"),
+        }
+    }
+}
+
+/// Why a mailer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MailerError {
+    /// The SMTP URL is not valid.
+    #[error("invalid smtp url: {0}")]
+    SmtpUrl(String),
+    /// The email directory could not be created.
+    #[error("failed to create email directory {path}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Mailer {
+    /// Files under `dir` (created when missing).
+    pub fn files(dir: PathBuf) -> Result<Self, MailerError> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| MailerError::Dir { path: dir.display().to_string(), source })?;
+        Ok(Mailer::Files(dir))
+    }
+
+    /// SMTP at `url`: `smtp://[user:password@]host[:port]` (plain SMTP, port 25 by default; for a
+    /// relay on the same host or a private network: this build has no TLS).
+    pub fn smtp(url: &str) -> Result<Self, MailerError> {
+        let rest = url
+            .strip_prefix("smtp://")
+            .ok_or_else(|| MailerError::SmtpUrl(format!("{url:?} does not start with smtp://")))?;
+        let rest = rest.trim_end_matches('/');
+        let (credentials, address) = match rest.rsplit_once('@') {
+            Some((userinfo, address)) => (Some(userinfo), address),
+            None => (None, rest),
+        };
+        let (host, port) = match address.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| MailerError::SmtpUrl(format!("invalid port in {address:?}")))?,
+            ),
+            None => (address, 25),
+        };
+        if host.is_empty() {
+            return Err(MailerError::SmtpUrl("the smtp url has no host".into()));
+        }
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port);
+        if let Some(userinfo) = credentials {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            builder = builder.credentials(Credentials::new(user.to_string(), password.to_string()));
+        }
+        Ok(Mailer::Smtp(builder.build()))
+    }
+
+    /// The transport's name, as recorded.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mailer::Files(_) => "file",
+            Mailer::Smtp(_) => "smtp",
+        }
+    }
+
+    /// Sends `message` for `order`. File writes are idempotent (same path); SMTP is at least once,
+    /// with a Message-ID derived from the order so a receiving system can drop a repeat.
+    pub async fn send(&self, order: &str, message: &Message) -> Result<(), HandleError> {
+        match self {
+            Mailer::Files(dir) => {
+                let path = dir.join(format!("{order}.eml"));
+                let tmp = dir.join(format!(".{order}.eml.tmp"));
+                let bytes = message.formatted();
+                tokio::fs::write(&tmp, &bytes)
+                    .await
+                    .map_err(|e| HandleError::Transient(format!("failed to write {}: {e}", tmp.display())))?;
+                tokio::fs::rename(&tmp, &path)
+                    .await
+                    .map_err(|e| HandleError::Transient(format!("failed to write {}: {e}", path.display())))
+            }
+            Mailer::Smtp(transport) => transport.send(message.clone()).await.map(|_| ()).map_err(|e| {
+                if e.is_permanent() {
+                    HandleError::Poison(format!("smtp refused the email: {e}"))
+                } else {
+                    HandleError::Transient(format!("smtp failed: {e}"))
+                }
+            }),
+        }
+    }
+}
+
+/// The Message-ID of an order's confirmation.
+pub fn message_id(order: &OrderCreated) -> String {
+    format!("<order-{}@switchyard>", order.order_id)
+}
+
+/// The confirmation email for `order`, to `to`. An address that does not parse is poison.
+pub fn confirmation(order: &OrderCreated, from: &Mailbox, to: &str) -> Result<Message, HandleError> {
+    let to: Mailbox =
+        to.parse().map_err(|e| HandleError::Poison(format!("invalid recipient {to:?}: {e}")))?;
+    let mut body = format!("Hello {},\n\nyour order {} is confirmed:\n\n", order.user_id, order.order_id);
+    for item in &order.items {
+        body.push_str(&format!("  {} x {}\n", item.quantity, item.sku));
+    }
+    body.push_str(&format!("\nOrdered at {}.\n\nThank you,\nSwitchyard\n", order.created_at));
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(format!("Order {} confirmed", order.order_id))
+        .message_id(Some(message_id(order)))
+        .header(ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| HandleError::Poison(format!("cannot build the email: {e}")))
+}

@@ -1,0 +1,14 @@
+use anyhow::Context;
+use clap::Parser;
+use email_service::{App, Config};
+use switchyard::Shutdown;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    switchyard::telemetry::init(config.common.log_format);
+    let shutdown = Shutdown::on_signals();
+    let app = App::build(config).await.context("failed to start email-service")?;
+    app.run_until_stopped(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+mod consumer;
+mod helpers;
+mod outbox;

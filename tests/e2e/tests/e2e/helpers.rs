@@ -1,0 +1,229 @@
+//! One helper every end-to-end test uses: a real nats-server and all four services in process,
+//! each on its own fresh SQLite database, order-service's HTTP API on a free port.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use clap::Parser;
+use serde_json::{Value, json};
+use switchyard::client::RequestClient;
+use switchyard::contracts::{RestockReply, RestockRequest, StockReply};
+use switchyard::testkit::{NatsServer, TestDatabase, eventually};
+use switchyard::{Shutdown, names};
+use tokio::task::JoinHandle;
+
+/// A service running in this process.
+pub struct Running {
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn<F>(run: impl FnOnce(Shutdown) -> F) -> Running
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        Running { shutdown, task }
+    }
+
+    /// Stops the service gracefully and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        self.task.await.expect("service task panicked");
+    }
+}
+
+/// Flags every consumer service gets in tests: quick redelivery, so failure tests stay short.
+const CONSUMER_FLAGS: [&str; 4] = ["--ack-wait", "2s", "--retry-backoff", "100ms,200ms"];
+
+/// The whole stack.
+pub struct Stack {
+    pub nats: NatsServer,
+    pub data: tempfile_dir::Dir,
+    pub inventory_db: TestDatabase,
+    pub orders_db: TestDatabase,
+    pub email_db: TestDatabase,
+    pub audit_db: TestDatabase,
+    pub inventory: Vec<Running>,
+    pub emails: Vec<Running>,
+    pub audits: Vec<Running>,
+    pub orders: Option<Running>,
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub requests: RequestClient,
+    pub js: jetstream::Context,
+}
+
+/// A temp dir without another dependency: the testkit's SQLite temp dir doubles as data dir.
+pub mod tempfile_dir {
+    /// A directory removed with the stack.
+    pub struct Dir(pub switchyard::testkit::TestDatabase);
+
+    impl Dir {
+        /// Its path.
+        pub fn path(&self) -> std::path::PathBuf {
+            let url = self
+                .0
+                .url()
+                .trim_start_matches("sqlite://")
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            std::path::PathBuf::from(url).parent().map(|p| p.to_path_buf()).unwrap_or_default()
+        }
+    }
+}
+
+fn common(nats: &NatsServer, db: &TestDatabase, data: &std::path::Path) -> Vec<String> {
+    vec![
+        "--nats-url".into(),
+        nats.url(),
+        "--database-url".into(),
+        db.url().into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ]
+}
+
+impl Stack {
+    /// The email directory.
+    pub fn email_dir(&self) -> PathBuf {
+        self.data.path().join("emails")
+    }
+
+    /// Starts another inventory-service instance.
+    pub async fn add_inventory(&mut self) {
+        let mut args = vec!["inventory-service".to_string()];
+        args.extend(common(&self.nats, &self.inventory_db, &self.data.path()));
+        args.extend(CONSUMER_FLAGS.iter().map(|s| s.to_string()));
+        let app = inventory_service::App::build(inventory_service::Config::parse_from(args))
+            .await
+            .expect("inventory");
+        self.inventory.push(Running::spawn(|s| app.run_until_stopped(s)));
+    }
+
+    /// Starts another email-service instance.
+    pub async fn add_email(&mut self) {
+        let mut args = vec!["email-service".to_string()];
+        args.extend(common(&self.nats, &self.email_db, &self.data.path()));
+        args.extend(CONSUMER_FLAGS.iter().map(|s| s.to_string()));
+        let app = email_service::App::build(email_service::Config::parse_from(args)).await.expect("email");
+        self.emails.push(Running::spawn(|s| app.run_until_stopped(s)));
+    }
+
+    /// Starts another audit-service instance.
+    pub async fn add_audit(&mut self) {
+        let mut args = vec!["audit-service".to_string()];
+        args.extend(common(&self.nats, &self.audit_db, &self.data.path()));
+        args.extend(CONSUMER_FLAGS.iter().map(|s| s.to_string()));
+        let app = audit_service::App::build(audit_service::Config::parse_from(args)).await.expect("audit");
+        self.audits.push(Running::spawn(|s| app.run_until_stopped(s)));
+    }
+
+    /// Restocks `sku`.
+    pub async fn restock(&self, sku: &str, quantity: u32) -> RestockReply {
+        self.requests
+            .request(names::INVENTORY_RESTOCK, &RestockRequest { sku: sku.into(), quantity })
+            .await
+            .expect("restock")
+    }
+
+    /// (available, reserved) of `sku`.
+    pub async fn stock(&self, sku: &str) -> (i64, i64) {
+        let reply: StockReply =
+            self.requests.request(names::INVENTORY_STOCK, &json!({ "skus": [sku] })).await.expect("stock");
+        (reply.items[0].available, reply.items[0].reserved)
+    }
+
+    /// Places an order for `quantity` of `sku`; returns (status, body).
+    pub async fn order(&self, sku: &str, quantity: u32) -> (u16, Value) {
+        let body = json!({ "user_id": "u1", "email": "u1@example.com", "items": [{ "sku": sku, "quantity": quantity }] });
+        let response =
+            self.http.post(format!("{}/orders", self.base_url)).json(&body).send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Cancels an order; returns the status.
+    pub async fn cancel(&self, id: &str) -> u16 {
+        let url = format!("{}/orders/{id}/cancel", self.base_url);
+        self.http.post(url).send().await.expect("cancel").status().as_u16()
+    }
+
+    /// Messages in `ORDERS` on `filter` (e.g. `events.orders.created.*`).
+    pub async fn events(&self, filter: &str) -> u64 {
+        let stream = self.js.get_stream(names::ORDERS_STREAM).await.expect("ORDERS");
+        let info = stream.info_with_subjects(filter).await.expect("subjects");
+        let mut total = 0;
+        let mut subjects = info;
+        while let Some(Ok((_, count))) = futures_util::StreamExt::next(&mut subjects).await {
+            total += count as u64;
+        }
+        total
+    }
+
+    /// Rows of a consumer service's inbox.
+    pub async fn inbox(&self, db: &TestDatabase, consumer: &str) -> i64 {
+        count(db, &format!("SELECT COUNT(*) FROM inbox WHERE consumer = '{consumer}'")).await
+    }
+
+    /// Waits until `filter` has `n` events in `ORDERS`.
+    pub async fn wait_events(&self, filter: &str, n: u64) {
+        let what = format!("{n} events on {filter}");
+        eventually(Duration::from_secs(30), &what, || async { self.events(filter).await == n }).await;
+    }
+}
+
+/// Runs a `SELECT COUNT(*)` on a test database.
+pub async fn count(db: &TestDatabase, sql: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(db.url()).await.expect("connect");
+    let n: i64 =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&pool).await.expect("count");
+    pool.close().await;
+    n
+}
+
+/// The whole stack with one instance of each service.
+pub async fn spawn_stack() -> Stack {
+    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
+    let nats = NatsServer::start();
+    let data = tempfile_dir::Dir(TestDatabase::sqlite());
+    let (inventory_db, orders_db, email_db, audit_db) =
+        (TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite());
+    let client = nats.client().await;
+    let js = jetstream::new(client.clone());
+    let mut stack = Stack {
+        data,
+        inventory_db,
+        orders_db,
+        email_db,
+        audit_db,
+        inventory: Vec::new(),
+        emails: Vec::new(),
+        audits: Vec::new(),
+        orders: None,
+        base_url: String::new(),
+        http: reqwest::Client::new(),
+        requests: RequestClient::new(client, Duration::from_secs(10)),
+        js,
+        nats,
+    };
+    stack.add_inventory().await;
+    stack.add_email().await;
+    stack.add_audit().await;
+    let mut args = vec!["order-service".to_string()];
+    args.extend(common(&stack.nats, &stack.orders_db, &stack.data.path()));
+    args.extend(["--http-addr".to_string(), "127.0.0.1:0".to_string()]);
+    let app =
+        order_service::App::build(order_service::Config::parse_from(args)).await.expect("order-service");
+    stack.base_url = format!("http://127.0.0.1:{}", app.port());
+    stack.orders = Some(Running::spawn(|s| async move {
+        let _ = app.run_until_stopped(s).await;
+    }));
+    stack
+}

@@ -1,0 +1,5 @@
+mod failures;
+mod flow;
+mod helpers;
+mod polyglot;
+mod scale;

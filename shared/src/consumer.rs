@@ -96,11 +96,6 @@ impl ConsumerSpec {
 
     /// The JetStream consumer configuration.
     pub fn config(&self) -> pull::Config {
-        // The server-side backoff applies to messages that were never acked (a crashed or stuck
-        // instance): it starts at ack_wait, so a live handler sending progress acks keeps its message.
-        let server_backoff: Vec<Duration> = (0..self.max_deliver.clamp(1, 4) as u32)
-            .map(|i| (self.ack_wait * 2u32.pow(i)).min(Duration::from_secs(600)))
-            .collect();
         let (filter_subject, filter_subjects) = match self.filter_subjects.as_slice() {
             [one] => (one.clone(), Vec::new()),
             many => (String::new(), many.to_vec()),
@@ -112,7 +107,10 @@ impl ConsumerSpec {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
             max_deliver: self.max_deliver,
-            backoff: server_backoff,
+            // Retries of failed handlers are spaced by the NAK delays of `retry_backoff`; a
+            // server-side BackOff list would override those delays, so it stays empty and an
+            // unacked message (a crashed instance) comes back after `ack_wait`.
+            backoff: Vec::new(),
             max_ack_pending: self.max_ack_pending,
             filter_subject,
             filter_subjects,
@@ -480,7 +478,7 @@ mod tests {
         assert_eq!(config.ack_policy, jetstream::consumer::AckPolicy::Explicit);
         assert_eq!(config.max_deliver, 5);
         assert_eq!(config.filter_subjects, vec!["a.>".to_string(), "b.>".to_string()]);
-        assert_eq!(config.backoff[0], spec.ack_wait);
-        assert!(config.backoff.len() as i64 <= config.max_deliver);
+        assert_eq!(config.ack_wait, spec.ack_wait);
+        assert!(config.backoff.is_empty(), "retries are spaced by NAK delays");
     }
 }

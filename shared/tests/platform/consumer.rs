@@ -36,14 +36,16 @@ async fn a_transient_failure_is_retried_with_backoff_and_then_succeeds() {
     let (_nats, _client, js) = nats_with_streams().await;
     let attempts = Arc::new(AtomicU64::new(0));
     let seen = attempts.clone();
+    let mut flaky = spec("flaky");
+    flaky.max_deliver = 10;
     let consumer = Consumer::new(
         js.clone(),
-        spec("flaky"),
+        flaky,
         handler(move |delivery| {
             let seen = seen.clone();
             async move {
                 seen.fetch_add(1, Ordering::SeqCst);
-                if delivery.delivered < 3 {
+                if delivery.delivered < 6 {
                     Err(HandleError::Transient("database busy".into()))
                 } else {
                     Ok(())
@@ -59,8 +61,8 @@ async fn a_transient_failure_is_retried_with_backoff_and_then_succeeds() {
         stats.acked.load(Ordering::SeqCst) == 1
     })
     .await;
-    assert_eq!(attempts.load(Ordering::SeqCst), 3);
-    assert_eq!(stats.retried.load(Ordering::SeqCst), 2);
+    assert_eq!(attempts.load(Ordering::SeqCst), 6);
+    assert_eq!(stats.retried.load(Ordering::SeqCst), 5);
     assert_eq!(stats.dead_lettered.load(Ordering::SeqCst), 0);
     shutdown.trigger();
     running.await.unwrap().unwrap();

@@ -1,0 +1,64 @@
+//! Shared set-up for the email tests: NATS with the streams, created events published straight
+//! to `ORDERS`, and counts read from the service's database.
+
+use async_nats::jetstream;
+use switchyard::contracts::{Item, OrderCreated};
+use switchyard::names;
+use switchyard::streams::{StreamSettings, ensure_streams};
+use switchyard::testkit::{NatsServer, TestDatabase};
+use uuid::Uuid;
+
+/// A nats-server with `ORDERS` and `DLQ`.
+pub async fn nats() -> (NatsServer, jetstream::Context) {
+    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
+    let nats = NatsServer::start();
+    let js = jetstream::new(nats.client().await);
+    ensure_streams(&js, &StreamSettings::default()).await.unwrap();
+    (nats, js)
+}
+
+/// Publishes a created event for a new order; returns it.
+pub async fn publish_created(js: &jetstream::Context, email: Option<&str>) -> OrderCreated {
+    let event = OrderCreated {
+        event_id: Uuid::new_v4(),
+        order_id: Uuid::new_v4(),
+        user_id: "u1".into(),
+        email: email.map(str::to_string),
+        items: vec![Item { sku: "A-1".into(), quantity: 2 }],
+        created_at: switchyard::time::now_rfc3339(),
+    };
+    publish(js, &event).await;
+    event
+}
+
+/// Publishes `event` (again, under a fresh message id if it was published before).
+pub async fn publish(js: &jetstream::Context, event: &OrderCreated) {
+    js.publish(
+        names::order_event_subject("created", &event.order_id),
+        serde_json::to_vec(event).unwrap().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
+/// Runs a `SELECT COUNT(*)`.
+pub async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let Ok(pool) = sqlx::AnyPool::connect(db.url()).await else { return 0 };
+    let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap_or(0);
+    pool.close().await;
+    n
+}
+
+/// Messages in `ORDERS` on `subject_filter`.
+pub async fn events(js: &jetstream::Context, subject_filter: &str) -> u64 {
+    let stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
+    let mut subjects = stream.info_with_subjects(subject_filter).await.unwrap();
+    let mut total = 0;
+    while let Some(Ok((_, n))) = futures_util::StreamExt::next(&mut subjects).await {
+        total += n as u64;
+    }
+    total
+}

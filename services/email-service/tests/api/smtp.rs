@@ -1,0 +1,163 @@
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use switchyard::Shutdown;
+use switchyard::testkit::{TestDatabase, eventually};
+
+use crate::helpers::{count, events, nats, publish, publish_created};
+
+/// An aiosmtpd sink writing every message into a maildir; killed on drop.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    maildir: tempfile_free::Dir,
+}
+
+mod tempfile_free {
+    /// A scratch directory under the system temp dir, removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("SWITCHYARD_PYTHON") {
+        return path.into();
+    }
+    let venv = switchyard::testkit::workspace_root().join(".tools/venv/bin/python");
+    assert!(venv.exists(), "no Python with aiosmtpd: run ./scripts/test, or set SWITCHYARD_PYTHON");
+    venv
+}
+
+async fn smtp_sink() -> SmtpSink {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let maildir = tempfile_free::Dir(std::env::temp_dir().join(format!("sy-mail-{}", uuid::Uuid::new_v4())));
+    let child = Command::new(python())
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start aiosmtpd");
+    eventually(Duration::from_secs(15), "the SMTP sink to listen", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    SmtpSink { child, port, maildir }
+}
+
+fn delivered(sink: &SmtpSink) -> Vec<String> {
+    let new = sink.maildir.0.join("new");
+    let Ok(entries) = std::fs::read_dir(new) else { return Vec::new() };
+    entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+}
+
+#[tokio::test]
+async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arrives() {
+    let (nats, js) = nats().await;
+    let sink = smtp_sink().await;
+    let db = TestDatabase::sqlite();
+    let config = email_service::Config::parse_from([
+        "email-service",
+        "--nats-url",
+        &nats.url(),
+        "--database-url",
+        db.url(),
+        "--smtp-url",
+        &format!("smtp://127.0.0.1:{}", sink.port),
+    ]);
+    let app = email_service::App::build(config).await.unwrap();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+
+    let first = publish_created(&js, Some("first@example.com")).await;
+    let second = publish_created(&js, Some("second@example.com")).await;
+    // The same event delivered again, and another event for the same order.
+    publish(&js, &first).await;
+    let mut again = first.clone();
+    again.event_id = uuid::Uuid::new_v4();
+    publish(&js, &again).await;
+    // An order without an address gets no email.
+    publish_created(&js, None).await;
+
+    eventually(Duration::from_secs(15), "two emails in the SMTP sink", || async {
+        delivered(&sink).len() == 2
+    })
+    .await;
+    eventually(Duration::from_secs(15), "two confirmation_sent events", || async {
+        events(&js, "events.orders.confirmation_sent.*").await == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mails = delivered(&sink);
+    assert_eq!(mails.len(), 2, "once per order");
+    let first_mail = mails.iter().find(|m| m.contains("To: first@example.com")).expect("first email");
+    assert!(
+        first_mail.contains(&format!("Message-ID: <order-{}@switchyard>", first.order_id)),
+        "{first_mail}"
+    );
+    assert!(mails.iter().any(|m| m.contains(&format!("Subject: Order {} confirmed", second.order_id))));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 2);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM emails WHERE transport = 'smtp'").await, 2);
+    shutdown.trigger();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_smtp_outage_is_retried_until_the_server_is_back() {
+    let (nats, js) = nats().await;
+    // Nothing listens on this port yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let db = TestDatabase::sqlite();
+    let config = email_service::Config::parse_from([
+        "email-service",
+        "--nats-url",
+        &nats.url(),
+        "--database-url",
+        db.url(),
+        "--smtp-url",
+        &format!("smtp://127.0.0.1:{port}"),
+        "--retry-backoff",
+        "200ms",
+        "--max-deliver",
+        "50",
+    ]);
+    let app = email_service::App::build(config).await.unwrap();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    publish_created(&js, Some("late@example.com")).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 0);
+
+    // The SMTP server comes up on that port: the next retry delivers.
+    let maildir = tempfile_free::Dir(std::env::temp_dir().join(format!("sy-mail-{}", uuid::Uuid::new_v4())));
+    let child = Command::new(python())
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sink = SmtpSink { child, port, maildir };
+    eventually(Duration::from_secs(20), "the email to arrive after the outage", || async {
+        delivered(&sink).len() == 1
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the email to be recorded", || async {
+        count(&db, "SELECT COUNT(*) FROM emails").await == 1
+    })
+    .await;
+    shutdown.trigger();
+    running.await.unwrap();
+}

@@ -167,7 +167,8 @@ pub async fn sent(db: &Db) -> Result<i64, sqlx::Error> {
 pub struct RelayConfig {
     /// Rows claimed and published per round; all of a round's acks are in flight together.
     pub batch_size: i64,
-    /// How long a claim lasts before another instance may take the rows.
+    /// How long a claim lasts before another instance may take the rows (longer than a round:
+    /// the publishes plus their 5 s ack timeout).
     pub claim_for: Duration,
     /// How often an idle relay looks for rows written by others (it is woken for its own).
     pub idle_poll: Duration,
@@ -179,7 +180,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             batch_size: 512,
-            claim_for: Duration::from_secs(30),
+            claim_for: Duration::from_secs(10),
             idle_poll: Duration::from_millis(250),
             keep_sent: Duration::from_secs(3600),
         }
@@ -192,6 +193,9 @@ pub enum RelayError {
     /// The database failed.
     #[error("outbox database error")]
     Db(#[from] sqlx::Error),
+    /// NATS is not connected; nothing was claimed.
+    #[error("nats is not connected")]
+    Disconnected,
     /// Some publishes were not acknowledged; they are retried.
     #[error("{failed} of {total} events were not acknowledged: {first_error}")]
     Publish { failed: usize, total: usize, first_error: String },
@@ -284,7 +288,13 @@ impl Relay {
     }
 
     /// One round: claim, publish, mark. Returns how many events were published.
+    ///
+    /// While the NATS connection is down it claims nothing: rows stay free, so a restarted or
+    /// other instance can take them at once instead of waiting for a lease to pass.
     pub async fn publish_pending(&self) -> Result<usize, RelayError> {
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(RelayError::Disconnected);
+        }
         let rows = self.claim().await?;
         if rows.is_empty() {
             return Ok(0);

@@ -1,4 +1,5 @@
 mod breaker;
+mod crash;
 mod helpers;
 mod idempotency;
 mod orders;

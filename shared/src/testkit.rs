@@ -291,6 +291,46 @@ where
     }
 }
 
+/// The Python interpreter with the test packages (nats-py, aiosmtpd): `SWITCHYARD_PYTHON`, or the
+/// venv `scripts/test` makes; panics saying how to get one.
+pub fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("SWITCHYARD_PYTHON") {
+        return path.into();
+    }
+    let venv = workspace_root().join(".tools/venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the test packages: run ./scripts/test (it creates .tools/venv), or set SWITCHYARD_PYTHON"
+    );
+    venv
+}
+
+/// Runs one `SELECT COUNT(*) ...` on the database at `url`; panics on error.
+pub async fn count(url: &str, sql: &'static str) -> i64 {
+    try_count(url, sql).await.unwrap_or_else(|err| panic!("{sql} on {url}: {err}"))
+}
+
+/// Runs one `SELECT COUNT(*) ...` on the database at `url` (an error while a service is still
+/// creating its tables is the caller's to judge).
+pub async fn try_count(url: &str, sql: &'static str) -> Result<i64, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await?;
+    let n = sqlx::query_scalar(sql).fetch_one(&pool).await;
+    pool.close().await;
+    n
+}
+
+/// Messages in `stream` whose subject matches `filter` (e.g. `events.orders.created.*`).
+pub async fn subject_count(js: &async_nats::jetstream::Context, stream: &str, filter: &str) -> u64 {
+    let stream = js.get_stream(stream).await.unwrap_or_else(|err| panic!("no stream {stream}: {err}"));
+    let mut subjects = stream.info_with_subjects(filter).await.expect("stream subjects");
+    let mut total = 0;
+    while let Some(Ok((_, n))) = futures_util::StreamExt::next(&mut subjects).await {
+        total += n as u64;
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

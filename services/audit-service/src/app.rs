@@ -6,12 +6,10 @@ use clap::{Parser, Subcommand};
 use switchyard::config::{CommonArgs, ConsumerArgs};
 use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec, handler};
 use switchyard::contracts::HistoryRequest;
-use switchyard::db::{Db, DbError};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::names;
-use switchyard::nats::ConnectError;
+use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
-use switchyard::streams::StreamError;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -54,11 +52,7 @@ fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
-    Nats(#[from] ConnectError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Streams(#[from] StreamError),
+    Platform(#[from] PlatformError),
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
     #[error("failed to start the micro service")]
@@ -84,12 +78,8 @@ pub struct App {
 impl App {
     /// Connects, migrates, declares the streams, binds the consumer and starts `audit.history`.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let instance = config.common.instance_id();
-        let db =
-            Db::connect(&config.common.database_url_for(names::AUDIT_SERVICE), &crate::MIGRATIONS).await?;
-        let client = switchyard::nats::connect(&config.common.nats, names::AUDIT_SERVICE, &instance).await?;
-        let js = async_nats::jetstream::new(client.clone());
-        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
+        let platform = Platform::connect(&config.common, names::AUDIT_SERVICE, &crate::MIGRATIONS).await?;
+        let (instance, db, client, js) = (platform.instance, platform.db, platform.client, platform.js);
         let trail = Trail::new(db);
         let consumer = {
             let trail = trail.clone();

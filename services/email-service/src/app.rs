@@ -7,12 +7,11 @@ use lettre::message::Mailbox;
 use switchyard::config::{CommonArgs, ConsumerArgs};
 use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec, Delivery, HandleError, handler};
 use switchyard::contracts::OrderCreated;
-use switchyard::db::{Db, DbError};
+use switchyard::db::Db;
 use switchyard::names::{self, order_event};
-use switchyard::nats::ConnectError;
-use switchyard::outbox::{self, OutboxEvent, Relay, RelayConfig, RelayWaker, TRACEPARENT};
+use switchyard::outbox::{self, OutboxEvent, Relay, RelayWaker, TRACEPARENT};
+use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
-use switchyard::streams::StreamError;
 use switchyard::{inbox, time};
 
 use crate::mailer::{self, Mailer, MailerError};
@@ -41,11 +40,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
-    Nats(#[from] ConnectError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Streams(#[from] StreamError),
+    Platform(#[from] PlatformError),
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
     #[error(transparent)]
@@ -129,16 +124,14 @@ pub struct App {
 impl App {
     /// Connects, migrates, declares the streams and binds the consumer.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let instance = config.common.instance_id();
-        let db = Db::connect(&config.common.database_url_for("email"), &crate::MIGRATIONS).await?;
-        let client = switchyard::nats::connect(&config.common.nats, "email", &instance).await?;
-        let js = async_nats::jetstream::new(client.clone());
-        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
+        let platform = Platform::connect(&config.common, "email", &crate::MIGRATIONS).await?;
+        let (instance, db, client, js) =
+            (platform.instance.clone(), platform.db.clone(), platform.client.clone(), platform.js.clone());
         let mailer = match &config.smtp_url {
             Some(url) => Mailer::smtp(url)?,
             None => Mailer::files(config.common.data_dir.join("emails"))?,
         };
-        let relay = Relay::new(db.clone(), js.clone(), format!("email-{instance}"), RelayConfig::default());
+        let relay = platform.relay();
         let emailer = Emailer { db, mailer, from: config.mail_from.clone(), waker: relay.waker() };
         let consumer = {
             let emailer = emailer.clone();

@@ -7,13 +7,11 @@ use clap::Parser;
 use switchyard::config::{CommonArgs, ConsumerArgs, parse_duration};
 use switchyard::consumer::{Consumer, ConsumerError, handler};
 use switchyard::contracts::{CheckRequest, ReleaseRequest, ReserveRequest, RestockRequest, StockRequest};
-use switchyard::db::{Db, DbError};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::names;
-use switchyard::nats::ConnectError;
-use switchyard::outbox::{Relay, RelayConfig};
+use switchyard::outbox::Relay;
+use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
-use switchyard::streams::StreamError;
 
 use crate::events;
 use crate::store::Inventory;
@@ -46,13 +44,9 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
-    Nats(#[from] ConnectError),
-    #[error(transparent)]
-    Db(#[from] DbError),
+    Platform(#[from] PlatformError),
     #[error("failed to start the micro service")]
     Micro(#[from] MicroError),
-    #[error(transparent)]
-    Streams(#[from] StreamError),
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
 }
@@ -71,20 +65,10 @@ impl App {
     /// Connects to NATS and the database, migrates, declares the streams, binds the consumer and
     /// starts serving `inventory.*`.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let instance = config.common.instance_id();
-        let db = Db::connect(&config.common.database_url_for(names::INVENTORY_SERVICE), &crate::MIGRATIONS)
-            .await?;
-        let client =
-            switchyard::nats::connect(&config.common.nats, names::INVENTORY_SERVICE, &instance).await?;
-        let js = async_nats::jetstream::new(client.clone());
-        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
-        let relay = Relay::new(
-            db.clone(),
-            js.clone(),
-            format!("{}-{instance}", names::INVENTORY_SERVICE),
-            RelayConfig::default(),
-        );
-        let inventory = Inventory::new(db, config.reservation_ttl).with_relay(relay.waker());
+        let platform =
+            Platform::connect(&config.common, names::INVENTORY_SERVICE, &crate::MIGRATIONS).await?;
+        let (client, js, relay) = (platform.client.clone(), platform.js.clone(), platform.relay());
+        let inventory = Inventory::new(platform.db.clone(), config.reservation_ttl).with_relay(relay.waker());
         let consumer = {
             let inventory = inventory.clone();
             Consumer::new(
@@ -98,7 +82,7 @@ impl App {
         };
         consumer.bind().await?;
         let service = spec(&inventory).max_in_flight(config.max_in_flight).start(client.clone()).await?;
-        tracing::info!(instance = %instance, id = %service.id(), "inventory-service ready");
+        tracing::info!(instance = %platform.instance, id = %service.id(), "inventory-service ready");
         Ok(App { client, service, inventory, consumer, relay, sweep_interval: config.sweep_interval })
     }
 

@@ -9,11 +9,10 @@ use switchyard::breaker::Breaker;
 use switchyard::client::RequestClient;
 use switchyard::config::{BreakerArgs, CommonArgs, parse_duration};
 use switchyard::contracts::GetOrderRequest;
-use switchyard::db::{Db, DbError};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::names;
-use switchyard::nats::ConnectError;
-use switchyard::outbox::{Relay, RelayConfig};
+use switchyard::outbox::Relay;
+use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
@@ -50,9 +49,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
-    Nats(#[from] ConnectError),
-    #[error(transparent)]
-    Db(#[from] DbError),
+    Platform(#[from] PlatformError),
     #[error("failed to start the micro service")]
     Micro(#[from] MicroError),
     #[error("failed to bind the http listener on {addr}")]
@@ -63,8 +60,6 @@ pub enum AppError {
     },
     #[error("http server failed")]
     Serve(#[source] std::io::Error),
-    #[error(transparent)]
-    Streams(#[from] switchyard::streams::StreamError),
 }
 
 /// A running order service, bound and connected.
@@ -80,24 +75,16 @@ pub struct App {
 impl App {
     /// Opens the database, connects to NATS, binds the HTTP port and starts the micro service.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let instance = config.common.instance_id();
-        let db =
-            Db::connect(&config.common.database_url_for(names::ORDERS_SERVICE), &crate::MIGRATIONS).await?;
-        let client = switchyard::nats::connect(&config.common.nats, names::ORDERS_SERVICE, &instance).await?;
+        let platform = Platform::connect(&config.common, names::ORDERS_SERVICE, &crate::MIGRATIONS).await?;
+        let (instance, db, client, js) =
+            (platform.instance.clone(), platform.db.clone(), platform.client.clone(), platform.js.clone());
         let listener = TcpListener::bind(config.http_addr)
             .await
             .map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
         let address =
             listener.local_addr().map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
 
-        let js = async_nats::jetstream::new(client.clone());
-        switchyard::streams::ensure_streams(&js, &config.common.streams.settings()).await?;
-        let relay = Relay::new(
-            db.clone(),
-            js.clone(),
-            format!("{}-{instance}", names::ORDERS_SERVICE),
-            RelayConfig::default(),
-        );
+        let relay = platform.relay();
         let breaker_config = config.breaker.to_config();
         let requests = RequestClient::new(client.clone(), breaker_config.timeout);
         let breaker = Arc::new(Breaker::new(names::INVENTORY_SERVICE, breaker_config));

@@ -43,22 +43,12 @@ pub async fn publish(js: &jetstream::Context, event: &OrderCreated) {
     .unwrap();
 }
 
-/// Runs a `SELECT COUNT(*)`.
+/// Runs a `SELECT COUNT(*)` on the service's database; 0 until the service has created its tables.
 pub async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let Ok(pool) = sqlx::AnyPool::connect(db.url()).await else { return 0 };
-    let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap_or(0);
-    pool.close().await;
-    n
+    switchyard::testkit::try_count(db.url(), sql).await.unwrap_or(0)
 }
 
 /// Messages in `ORDERS` on `subject_filter`.
 pub async fn events(js: &jetstream::Context, subject_filter: &str) -> u64 {
-    let stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
-    let mut subjects = stream.info_with_subjects(subject_filter).await.unwrap();
-    let mut total = 0;
-    while let Some(Ok((_, n))) = futures_util::StreamExt::next(&mut subjects).await {
-        total += n as u64;
-    }
-    total
+    switchyard::testkit::subject_count(js, names::ORDERS_STREAM, subject_filter).await
 }

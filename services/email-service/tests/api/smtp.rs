@@ -31,19 +31,15 @@ impl Drop for SmtpSink {
     }
 }
 
-fn python() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_PYTHON") {
-        return path.into();
-    }
-    let venv = switchyard::testkit::workspace_root().join(".tools/venv/bin/python");
-    assert!(venv.exists(), "no Python with aiosmtpd: run ./scripts/test, or set SWITCHYARD_PYTHON");
-    venv
+/// A free port on loopback (nothing listens on it once this returns).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn smtp_sink() -> SmtpSink {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+/// Starts an aiosmtpd sink on `port` and waits until it listens.
+async fn smtp_sink_on(port: u16) -> SmtpSink {
     let maildir = tempfile_free::Dir(std::env::temp_dir().join(format!("sy-mail-{}", uuid::Uuid::new_v4())));
-    let child = Command::new(python())
+    let child = Command::new(switchyard::testkit::python())
         .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
         .arg(&maildir.0)
         .stdout(Stdio::null())
@@ -66,7 +62,7 @@ fn delivered(sink: &SmtpSink) -> Vec<String> {
 #[tokio::test]
 async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arrives() {
     let (nats, js) = nats().await;
-    let sink = smtp_sink().await;
+    let sink = smtp_sink_on(free_port()).await;
     let db = TestDatabase::sqlite();
     let config = email_service::Config::parse_from([
         "email-service",
@@ -118,7 +114,7 @@ async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arriv
 async fn an_smtp_outage_is_retried_until_the_server_is_back() {
     let (nats, js) = nats().await;
     // Nothing listens on this port yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let db = TestDatabase::sqlite();
     let config = email_service::Config::parse_from([
         "email-service",
@@ -141,15 +137,7 @@ async fn an_smtp_outage_is_retried_until_the_server_is_back() {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 0);
 
     // The SMTP server comes up on that port: the next retry delivers.
-    let maildir = tempfile_free::Dir(std::env::temp_dir().join(format!("sy-mail-{}", uuid::Uuid::new_v4())));
-    let child = Command::new(python())
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir.0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let sink = SmtpSink { child, port, maildir };
+    let sink = smtp_sink_on(port).await;
     eventually(Duration::from_secs(20), "the email to arrive after the outage", || async {
         delivered(&sink).len() == 1
     })

@@ -2,19 +2,6 @@ use std::process::Command;
 
 use crate::helpers::spawn_inventory;
 
-/// The Python interpreter with nats-py: `SWITCHYARD_PYTHON`, or the venv `scripts/test` makes.
-fn python() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_PYTHON") {
-        return path.into();
-    }
-    let venv = switchyard::testkit::workspace_root().join(".tools/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with nats-py: run ./scripts/test (it creates .tools/venv), or set SWITCHYARD_PYTHON"
-    );
-    venv
-}
-
 #[tokio::test]
 async fn a_python_client_discovers_and_calls_inventory_like_the_nats_cli() {
     let app = spawn_inventory().await;
@@ -22,7 +9,7 @@ async fn a_python_client_discovers_and_calls_inventory_like_the_nats_cli() {
     let script = crate::helpers::interop_dir().join("micro_cli.py");
     let url = app.nats.url();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(switchyard::testkit::python())
             .arg(script)
             .args(["--url", &url, "--sku", "A-1", "--available", "5"])
             .output()

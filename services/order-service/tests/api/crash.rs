@@ -52,24 +52,11 @@ impl Drop for OrderProcess {
 }
 
 async fn events_on(js: &async_nats::jetstream::Context, filter: &str) -> u64 {
-    let stream = js.get_stream("ORDERS").await.unwrap();
-    let mut subjects = stream.info_with_subjects(filter).await.unwrap();
-    let mut total = 0;
-    while let Some(Ok((_, n))) = futures_util::StreamExt::next(&mut subjects).await {
-        total += n as u64;
-    }
-    total
+    switchyard::testkit::subject_count(js, "ORDERS", filter).await
 }
 
 async fn pending_outbox(db: &TestDatabase) -> i64 {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(db.url()).await.unwrap();
-    let n = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
+    switchyard::testkit::count(db.url(), "SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").await
 }
 
 #[tokio::test]

@@ -156,14 +156,7 @@ impl Stack {
 
     /// Messages in `ORDERS` on `filter` (e.g. `events.orders.created.*`).
     pub async fn events(&self, filter: &str) -> u64 {
-        let stream = self.js.get_stream(names::ORDERS_STREAM).await.expect("ORDERS");
-        let info = stream.info_with_subjects(filter).await.expect("subjects");
-        let mut total = 0;
-        let mut subjects = info;
-        while let Some(Ok((_, count))) = futures_util::StreamExt::next(&mut subjects).await {
-            total += count as u64;
-        }
-        total
+        switchyard::testkit::subject_count(&self.js, names::ORDERS_STREAM, filter).await
     }
 
     /// Rows of a consumer service's inbox.

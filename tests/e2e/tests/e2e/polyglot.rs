@@ -2,18 +2,6 @@ use std::process::Command;
 
 use crate::helpers::spawn_stack;
 
-fn python() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("SWITCHYARD_PYTHON") {
-        return path.into();
-    }
-    let venv = switchyard::testkit::workspace_root().join(".tools/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with nats-py: run ./scripts/test (it creates .tools/venv), or set SWITCHYARD_PYTHON"
-    );
-    venv
-}
-
 #[tokio::test]
 async fn a_python_client_reads_the_same_events_through_its_own_durable_consumer() {
     let stack = spawn_stack().await;
@@ -28,7 +16,7 @@ async fn a_python_client_reads_the_same_events_through_its_own_durable_consumer(
     let script = switchyard::testkit::workspace_root().join("tests/interop/js_consumer.py");
     let url = stack.nats.url();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
+        Command::new(switchyard::testkit::python())
             .arg(script)
             .args(["--url", &url, "--expect", "3"])
             .output()

@@ -33,7 +33,7 @@ impl Default for StreamSettings {
             replicas: 1,
             duplicate_window: Duration::from_secs(15 * 60),
             max_age: Duration::from_secs(30 * 24 * 3600),
-            max_bytes: 10 * 1024 * 1024 * 1024,
+            max_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -83,7 +83,7 @@ pub fn dlq_config(settings: &StreamSettings) -> stream::Config {
         num_replicas: settings.replicas,
         duplicate_window: Duration::from_secs(120),
         max_age: settings.max_age,
-        max_bytes: settings.max_bytes / 10,
+        max_bytes: settings.max_bytes / 8,
         max_messages: -1,
         max_message_size: 2 * 1024 * 1024,
         allow_direct: true,

@@ -54,6 +54,7 @@ pub struct NatsServerBuilder {
     config: Option<PathBuf>,
     args: Vec<String>,
     port: Option<u16>,
+    env: Vec<(String, String)>,
 }
 
 impl NatsServerBuilder {
@@ -66,6 +67,12 @@ impl NatsServerBuilder {
     /// Adds a command-line argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the server (a config file's `$VARIABLE`).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -114,6 +121,14 @@ impl NatsServer {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `http://127.0.0.1:<port>` of the monitoring endpoint.
+    pub fn monitor_url(&self) -> Option<String> {
+        let log = self.log();
+        let marker = "Starting http monitor on ";
+        let line = log.lines().find(|line| line.contains(marker))?;
+        Some(format!("http://{}", line.split(marker).nth(1)?.trim()))
     }
 
     /// The JetStream store dir (kept across [`NatsServer::restart`]).
@@ -165,7 +180,10 @@ impl NatsServer {
             .arg(self.store.path().join("jetstream"))
             .arg("-l")
             .arg(&log_path)
+            // A free monitoring port, so a config file's fixed one cannot clash between tests.
+            .args(["-m", "-1"])
             .args(&self.builder.args)
+            .envs(self.builder.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -185,6 +185,7 @@ impl Trail {
         tracing::info!(deleted = deleted.rows_affected(), last, "replaying the audit trail");
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
+                name: Some(format!("replay_{}", Uuid::new_v4().simple())),
                 filter_subject: names::ORDERS_STREAM_SUBJECTS.into(),
                 deliver_policy,
                 ..Default::default()

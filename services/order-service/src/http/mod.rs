@@ -226,6 +226,9 @@ async fn order_events(State(state): State<AppState>, Path(id): Path<String>) -> 
         .map_err(|e| ApiError::Internal(format!("cannot open the ORDERS stream: {e}")))?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
+            // A named consumer is created on `$JS.API.CONSUMER.CREATE.ORDERS.<name>.<filter>`, which
+            // lets nats.conf grant order-service consumers over one order's events only.
+            name: Some(format!("sse_{}", Uuid::new_v4().simple())),
             filter_subject: format!("events.orders.*.{id}"),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()

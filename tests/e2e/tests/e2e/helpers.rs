@@ -55,6 +55,45 @@ pub struct Stack {
     pub http: reqwest::Client,
     pub requests: RequestClient,
     pub js: jetstream::Context,
+    /// Whether the server runs the repo's nats.conf, each service logging in as its own user.
+    pub secure: bool,
+}
+
+/// Development passwords the secure stack sets for nats.conf's `$..._PASSWORD` variables.
+pub const PASSWORDS: [(&str, &str, &str); 6] = [
+    ("inventory", "INVENTORY_PASSWORD", "test-inventory"),
+    ("orders", "ORDERS_PASSWORD", "test-orders"),
+    ("email", "EMAIL_PASSWORD", "test-email"),
+    ("audit", "AUDIT_PASSWORD", "test-audit"),
+    ("ops", "OPS_PASSWORD", "test-ops"),
+    ("sys", "SYS_PASSWORD", "test-sys"),
+];
+
+/// The test password of `user`.
+pub fn password(user: &str) -> &'static str {
+    PASSWORDS.iter().find(|(u, _, _)| *u == user).map(|(_, _, p)| *p).unwrap_or_default()
+}
+
+/// Connects to the secure stack's server as `user`, reporting server errors (permission
+/// violations) on the returned channel.
+pub async fn connect_as(
+    nats: &NatsServer,
+    user: &str,
+) -> (async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password(user).into())
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    let _ = tx.send(err.to_string());
+                }
+            }
+        })
+        .connect(nats.url())
+        .await
+        .unwrap_or_else(|err| panic!("connect as {user}: {err}"));
+    (client, rx)
 }
 
 /// A temp dir without another dependency: the testkit's SQLite temp dir doubles as data dir.
@@ -78,18 +117,22 @@ pub mod tempfile_dir {
     }
 }
 
-fn common(nats: &NatsServer, db: &TestDatabase, data: &std::path::Path) -> Vec<String> {
-    vec![
-        "--nats-url".into(),
-        nats.url(),
-        "--database-url".into(),
-        db.url().into(),
-        "--data-dir".into(),
-        data.display().to_string(),
-    ]
-}
-
 impl Stack {
+    fn common(&self, db: &TestDatabase, user: &str) -> Vec<String> {
+        let mut args = vec![
+            "--nats-url".into(),
+            self.nats.url(),
+            "--database-url".into(),
+            db.url().into(),
+            "--data-dir".into(),
+            self.data.path().display().to_string(),
+        ];
+        if self.secure {
+            args.extend(["--nats-user".into(), user.into(), "--nats-password".into(), password(user).into()]);
+        }
+        args
+    }
+
     /// The email directory.
     pub fn email_dir(&self) -> PathBuf {
         self.data.path().join("emails")
@@ -98,7 +141,7 @@ impl Stack {
     /// Starts another inventory-service instance.
     pub async fn add_inventory(&mut self) {
         let mut args = vec!["inventory-service".to_string()];
-        args.extend(common(&self.nats, &self.inventory_db, &self.data.path()));
+        args.extend(self.common(&self.inventory_db, "inventory"));
         args.extend(CONSUMER_FLAGS.iter().map(|s| s.to_string()));
         let app = inventory_service::App::build(inventory_service::Config::parse_from(args))
             .await
@@ -109,7 +152,7 @@ impl Stack {
     /// Starts another email-service instance.
     pub async fn add_email(&mut self) {
         let mut args = vec!["email-service".to_string()];
-        args.extend(common(&self.nats, &self.email_db, &self.data.path()));
+        args.extend(self.common(&self.email_db, "email"));
         args.extend(CONSUMER_FLAGS.iter().map(|s| s.to_string()));
         let app = email_service::App::build(email_service::Config::parse_from(args)).await.expect("email");
         self.emails.push(Running::spawn(|s| app.run_until_stopped(s)));
@@ -118,7 +161,7 @@ impl Stack {
     /// Starts another audit-service instance.
     pub async fn add_audit(&mut self) {
         let mut args = vec!["audit-service".to_string()];
-        args.extend(common(&self.nats, &self.audit_db, &self.data.path()));
+        args.extend(self.common(&self.audit_db, "audit"));
         args.extend(CONSUMER_FLAGS.iter().map(|s| s.to_string()));
         let app = audit_service::App::build(audit_service::Config::parse_from(args)).await.expect("audit");
         self.audits.push(Running::spawn(|s| app.run_until_stopped(s)));
@@ -181,14 +224,33 @@ pub async fn count(db: &TestDatabase, sql: &str) -> i64 {
     n
 }
 
-/// The whole stack with one instance of each service.
+/// The whole stack with one instance of each service, on a server without authentication.
 pub async fn spawn_stack() -> Stack {
+    spawn(false).await
+}
+
+/// The whole stack on a server running the repo's nats.conf: every service logs in as its own
+/// least-privilege user; the test's own client logs in as `ops`.
+pub async fn spawn_secure_stack() -> Stack {
+    spawn(true).await
+}
+
+async fn spawn(secure: bool) -> Stack {
     switchyard::telemetry::init(switchyard::config::LogFormat::Text);
-    let nats = NatsServer::start();
+    let nats = if secure {
+        let mut builder =
+            NatsServer::builder().config(switchyard::testkit::workspace_root().join("nats.conf"));
+        for (_, variable, password) in PASSWORDS {
+            builder = builder.env(variable, password);
+        }
+        builder.start()
+    } else {
+        NatsServer::start()
+    };
     let data = tempfile_dir::Dir(TestDatabase::sqlite());
     let (inventory_db, orders_db, email_db, audit_db) =
         (TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite());
-    let client = nats.client().await;
+    let client = if secure { connect_as(&nats, "ops").await.0 } else { nats.client().await };
     let js = jetstream::new(client.clone());
     let mut stack = Stack {
         data,
@@ -205,12 +267,13 @@ pub async fn spawn_stack() -> Stack {
         requests: RequestClient::new(client, Duration::from_secs(10)),
         js,
         nats,
+        secure,
     };
     stack.add_inventory().await;
     stack.add_email().await;
     stack.add_audit().await;
     let mut args = vec!["order-service".to_string()];
-    args.extend(common(&stack.nats, &stack.orders_db, &stack.data.path()));
+    args.extend(stack.common(&stack.orders_db, "orders"));
     args.extend(["--http-addr".to_string(), "127.0.0.1:0".to_string()]);
     let app =
         order_service::App::build(order_service::Config::parse_from(args)).await.expect("order-service");

@@ -1,5 +1,6 @@
 mod failures;
 mod flow;
 mod helpers;
+mod permissions;
 mod polyglot;
 mod scale;

@@ -1,0 +1,83 @@
+use std::time::Duration;
+
+use switchyard::contracts::{HistoryReply, HistoryRequest};
+use switchyard::names;
+use switchyard::testkit::eventually;
+
+use crate::helpers::{connect_as, count, password, spawn_secure_stack};
+
+#[tokio::test]
+async fn every_service_works_under_its_own_least_privilege_user() {
+    let stack = spawn_secure_stack().await;
+    stack.restock("A-1", 10).await;
+    let (status, order) = stack.order("A-1", 2).await;
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().unwrap().to_string();
+    stack.wait_events("events.orders.stock_committed.*", 1).await;
+    stack.wait_events("events.orders.confirmation_sent.*", 1).await;
+    eventually(Duration::from_secs(10), "the audit trail", || async {
+        count(&stack.audit_db, "SELECT COUNT(*) FROM audit_events").await == 3
+    })
+    .await;
+    let history: HistoryReply = stack
+        .requests
+        .request(names::AUDIT_HISTORY, &HistoryRequest { order_id: id.parse().unwrap() })
+        .await
+        .unwrap();
+    assert_eq!(history.events.len(), 3);
+    // The SSE route's ordered consumer is allowed too.
+    let mut response = stack.http.get(format!("{}/orders/{id}/events", stack.base_url)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let first =
+        tokio::time::timeout(Duration::from_secs(10), response.chunk()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: created"), "{first:?}");
+    // Cancelling goes through the orders user's outbox and inventory's consumer.
+    assert_eq!(stack.cancel(&id).await, 200);
+    stack.wait_events("events.orders.stock_released.*", 1).await;
+}
+
+async fn violation(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("a permissions violation is reported")
+        .expect("error channel open")
+}
+
+#[tokio::test]
+async fn publishes_and_subscribes_outside_a_users_permissions_are_denied() {
+    let stack = spawn_secure_stack().await;
+
+    // email-service may not publish to inventory.* nor serve it.
+    let (email, mut errors) = connect_as(&stack.nats, "email").await;
+    email.publish("inventory.check", "{}".into()).await.unwrap();
+    email.flush().await.unwrap();
+    let err = violation(&mut errors).await;
+    assert!(err.to_lowercase().contains("permissions violation") && err.contains("inventory.check"), "{err}");
+    let _sub = email.subscribe("inventory.*").await.unwrap();
+    email.flush().await.unwrap();
+    let err = violation(&mut errors).await;
+    assert!(err.to_lowercase().contains("permissions violation") && err.contains("inventory.*"), "{err}");
+
+    // Only inventory-service may subscribe to inventory.*: not even order-service.
+    let (orders, mut errors) = connect_as(&stack.nats, "orders").await;
+    let _sub = orders.subscribe("inventory.reserve").await.unwrap();
+    orders.flush().await.unwrap();
+    assert!(violation(&mut errors).await.to_lowercase().contains("permissions violation"));
+
+    // inventory-service cannot forge an order event, nor read another service's consumer.
+    let (inventory, mut errors) = connect_as(&stack.nats, "inventory").await;
+    inventory.publish("events.orders.created.x", "{}".into()).await.unwrap();
+    inventory.flush().await.unwrap();
+    assert!(violation(&mut errors).await.contains("events.orders.created.x"));
+    inventory.publish("$JS.API.CONSUMER.MSG.NEXT.ORDERS.email", "1".into()).await.unwrap();
+    inventory.flush().await.unwrap();
+    assert!(violation(&mut errors).await.to_lowercase().contains("permissions violation"));
+
+    // No anonymous access, and a wrong password is refused.
+    assert!(async_nats::connect(stack.nats.url()).await.is_err(), "anonymous clients are refused");
+    let wrong =
+        async_nats::ConnectOptions::with_user_and_password("ops".into(), format!("{}x", password("ops")))
+            .connect(stack.nats.url())
+            .await;
+    assert!(wrong.is_err(), "a wrong password is refused");
+}

@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 use switchyard::client::RequestClient;
-use switchyard::config::NatsArgs;
 use switchyard::contracts::{RestockReply, RestockRequest};
 use switchyard::names;
+
+use crate::connect::StackArgs;
 
 /// The demo catalogue: SKU and units restocked. `DEMO-RARE` is short on purpose, so some orders
 /// are refused as out of stock.
@@ -22,11 +23,12 @@ pub const CATALOGUE: &[(&str, u32)] = &[("DEMO-A", 1_000_000), ("DEMO-B", 1_000_
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub stack: StackArgs,
 
-    /// Base URL of order-service's HTTP API.
-    #[arg(long, env = "HTTP_URL", default_value = "http://127.0.0.1:8080")]
-    pub http_url: String,
+    /// Base URL of order-service's HTTP API; default the one `switchyard up` recorded, else
+    /// http://127.0.0.1:8080.
+    #[arg(long, env = "HTTP_URL")]
+    pub http_url: Option<String>,
 
     /// Orders to place.
     #[arg(long, env = "DEMO_ORDERS", default_value_t = 200)]
@@ -56,6 +58,12 @@ pub struct Summary {
     pub latencies: Vec<Duration>,
     /// Wall time of the order phase.
     pub elapsed: Duration,
+    /// Events in the `ORDERS` stream once every consumer caught up.
+    pub events: u64,
+    /// Per durable consumer: (name, messages acknowledged, redelivered), once caught up.
+    pub consumers: Vec<(String, u64, u64)>,
+    /// Whether every consumer caught up before the deadline.
+    pub caught_up: bool,
 }
 
 impl Summary {
@@ -80,7 +88,8 @@ impl Summary {
              unavailable       {}\n\
              errors            {}\n\
              latency p50       {}\n\
-             latency p99       {}",
+             latency p99       {}\n\
+             events in ORDERS  {}{}",
             self.elapsed.as_secs_f64(),
             self.accepted,
             self.out_of_stock,
@@ -88,15 +97,22 @@ impl Summary {
             self.errors,
             ms(self.percentile(50.0)),
             ms(self.percentile(99.0)),
-        )
+            self.events,
+            if self.caught_up { "" } else { " (consumers still catching up)" },
+        ) + &self
+            .consumers
+            .iter()
+            .map(|(name, acked, redelivered)| {
+                format!("\nconsumer {name:<9} {acked} events applied, {redelivered} redelivered")
+            })
+            .collect::<String>()
     }
 }
 
 /// Runs the demo.
 pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
-    let client = switchyard::nats::connect(&args.nats, "switchyard-demo", &std::process::id().to_string())
-        .await
-        .context("failed to connect to nats")?;
+    let client = args.stack.connect("demo").await?;
+    let http_url = args.stack.http_url(args.http_url.as_deref());
     let requests = RequestClient::new(client.clone(), Duration::from_secs(5));
     for (sku, quantity) in CATALOGUE {
         let reply: RestockReply = requests
@@ -107,12 +123,12 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
     }
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().context("http client")?;
-    let url = format!("{}/orders", args.http_url.trim_end_matches('/'));
-    let ready = http.get(format!("{}/health/ready", args.http_url.trim_end_matches('/'))).send().await;
+    let url = format!("{}/orders", http_url.trim_end_matches('/'));
+    let ready = http.get(format!("{}/health/ready", http_url.trim_end_matches('/'))).send().await;
     match ready {
         Ok(response) if response.status().is_success() => {}
-        Ok(response) => bail!("order-service at {} is not ready: {}", args.http_url, response.status()),
-        Err(err) => bail!("order-service at {} does not answer: {err}", args.http_url),
+        Ok(response) => bail!("order-service at {http_url} is not ready: {}", response.status()),
+        Err(err) => bail!("order-service at {http_url} does not answer: {err}"),
     }
 
     let next = Arc::new(AtomicU64::new(0));
@@ -188,8 +204,61 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<Summary> {
         let _ = progress.await;
         eprintln!();
     }
+    let js = async_nats::jetstream::new(client.clone());
+    summary.caught_up = wait_for_consumers(&js, Duration::from_secs(60)).await?;
+    summary.events = stream_messages(&js).await?;
+    summary.consumers = consumer_counts(&js).await?;
     switchyard::nats::drain(&client, Duration::from_secs(2)).await;
     Ok(summary)
+}
+
+async fn stream_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(names::ORDERS_STREAM).await.context("no ORDERS stream")?;
+    Ok(stream.info().await.context("ORDERS stream info")?.state.messages)
+}
+
+/// (name, acknowledged, redelivered) of each durable consumer on `ORDERS`.
+async fn consumer_counts(js: &async_nats::jetstream::Context) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let stream = js.get_stream(names::ORDERS_STREAM).await.context("no ORDERS stream")?;
+    let mut counts = Vec::new();
+    for name in [names::INVENTORY_CONSUMER, names::EMAIL_CONSUMER, names::AUDIT_CONSUMER] {
+        if let Ok(info) = stream.consumer_info(name).await {
+            counts.push((name.to_string(), info.ack_floor.consumer_sequence, info.num_redelivered as u64));
+        }
+    }
+    Ok(counts)
+}
+
+/// Waits until every durable consumer on `ORDERS` has nothing pending and nothing unacked.
+async fn wait_for_consumers(js: &async_nats::jetstream::Context, deadline: Duration) -> anyhow::Result<bool> {
+    let stream = js.get_stream(names::ORDERS_STREAM).await.context("no ORDERS stream")?;
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let mut busy = false;
+        for name in [names::INVENTORY_CONSUMER, names::EMAIL_CONSUMER, names::AUDIT_CONSUMER] {
+            match stream.consumer_info(name).await {
+                Ok(info) => busy |= info.num_pending > 0 || info.num_ack_pending > 0,
+                Err(_) => busy = true,
+            }
+        }
+        if !busy {
+            // Lifecycle events published by the consumers themselves need one more look.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut settled = true;
+            for name in [names::INVENTORY_CONSUMER, names::EMAIL_CONSUMER, names::AUDIT_CONSUMER] {
+                if let Ok(info) = stream.consumer_info(name).await {
+                    settled &= info.num_pending == 0 && info.num_ack_pending == 0;
+                }
+            }
+            if settled {
+                return Ok(true);
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn draw_progress(done: u64, total: u64) {

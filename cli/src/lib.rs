@@ -1,15 +1,21 @@
-//! The `switchyard` command: drive and watch a running Switchyard stack.
+//! The `switchyard` command: launch (`up`), drive (`demo`) and watch (`status`, `dlq`) a
+//! Switchyard stack.
 
+pub mod connect;
 pub mod demo;
+pub mod dlq;
+pub mod status;
+pub mod up;
 
 use clap::{Parser, Subcommand};
 use switchyard::config::LogFormat;
 
-/// switchyard: drive and watch a Switchyard stack (NATS micro services and the order API).
+/// switchyard: launch, drive and watch a Switchyard stack (NATS micro services, JetStream
+/// streams and the order API).
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
 pub struct Cli {
-    /// Log format: `text` or `json`. Filter with RUST_LOG (default info).
+    /// Log format: `text` or `json`. Filter with RUST_LOG (default warn).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
@@ -20,17 +26,26 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start nats-server (nats.conf) and the four services on SQLite under --data-dir; Ctrl-C stops all.
+    Up(up::UpArgs),
     /// Restock a demo catalogue and place orders against a running stack, then print a summary.
     Demo(demo::DemoArgs),
+    /// Services (from $SRV.PING/INFO/STATS), streams, consumers and the breaker, on one screen.
+    Status(status::StatusArgs),
+    /// List, show, replay or purge dead letters.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Up(args) => up::run(&args).await,
         Command::Demo(args) => {
             let summary = demo::run(&args).await?;
             println!("{}", summary.table());
             Ok(())
         }
+        Command::Status(args) => status::run(&args).await,
+        Command::Dlq(args) => dlq::run(&args).await,
     }
 }

@@ -103,6 +103,9 @@ struct EndpointSpec {
     handler: Handler,
 }
 
+/// Produces the `data` of each endpoint in a STATS reply (say, a circuit breaker's state).
+pub type StatsData = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// A micro service to start: name, version and typed endpoints.
 pub struct ServiceSpec {
     name: String,
@@ -111,6 +114,7 @@ pub struct ServiceSpec {
     metadata: HashMap<String, String>,
     max_in_flight: usize,
     endpoints: Vec<EndpointSpec>,
+    stats_data: Option<StatsData>,
 }
 
 impl ServiceSpec {
@@ -123,7 +127,14 @@ impl ServiceSpec {
             metadata: HashMap::new(),
             max_in_flight: 256,
             endpoints: Vec::new(),
+            stats_data: None,
         }
+    }
+
+    /// Adds `data` to every endpoint of the STATS reply (`nats micro stats` shows it).
+    pub fn stats_data(mut self, data: impl Fn() -> serde_json::Value + Send + Sync + 'static) -> Self {
+        self.stats_data = Some(Arc::new(data));
+        self
     }
 
     /// What the service does, shown by `nats micro info`.
@@ -210,6 +221,7 @@ impl ServiceSpec {
             metadata: self.metadata,
             started,
             endpoints,
+            stats_data: self.stats_data,
         });
         let mut verbs = Vec::new();
         for verb in [Verb::Ping, Verb::Info, Verb::Stats] {
@@ -282,6 +294,7 @@ struct Shared {
     metadata: HashMap<String, String>,
     started: String,
     endpoints: Vec<EndpointState>,
+    stats_data: Option<StatsData>,
 }
 
 impl Shared {
@@ -317,6 +330,7 @@ impl Shared {
     }
 
     fn stats(&self) -> StatsResponse {
+        let data = self.stats_data.as_ref().map(|data| data());
         StatsResponse {
             kind: "io.nats.micro.v1.stats_response".into(),
             name: self.name.clone(),
@@ -343,7 +357,7 @@ impl Shared {
                         processing_time: stats.processing_time.as_nanos() as u64,
                         average_processing_time: average,
                         last_error: stats.last_error.unwrap_or_default(),
-                        data: None,
+                        data: data.clone(),
                     }
                 })
                 .collect(),

@@ -143,11 +143,13 @@ impl App {
 
 /// The `orders` micro service.
 pub fn spec(orders: &OrderService) -> ServiceSpec {
+    let breaker = orders.inventory().breaker().clone();
     let orders = orders.clone();
-    ServiceSpec::new(names::ORDERS_SERVICE, env!("CARGO_PKG_VERSION")).description("Orders by id").endpoint(
-        "get",
-        names::ORDERS_GET,
-        move |request: GetOrderRequest| {
+    ServiceSpec::new(names::ORDERS_SERVICE, env!("CARGO_PKG_VERSION"))
+        .description("Orders by id")
+        // `nats micro stats orders` and `switchyard status` show the inventory breaker.
+        .stats_data(move || serde_json::json!({ "breaker": breaker.snapshot() }))
+        .endpoint("get", names::ORDERS_GET, move |request: GetOrderRequest| {
             let orders = orders.clone();
             async move {
                 match orders.get(request.order_id).await {
@@ -156,6 +158,5 @@ pub fn spec(orders: &OrderService) -> ServiceSpec {
                     Err(err) => Err(ServiceError::internal(format!("{err:?}"))),
                 }
             }
-        },
-    )
+        })
 }

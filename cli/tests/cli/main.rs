@@ -144,7 +144,7 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     let report: serde_json::Value = serde_json::from_str(&status).unwrap();
     let services: Vec<&str> =
         report["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(services, vec!["audit", "inventory", "orders"]);
+    assert_eq!(services, vec!["audit", "email", "inventory", "orders"]);
     let orders = report["services"].as_array().unwrap().iter().find(|s| s["name"] == "orders").unwrap();
     assert_eq!(orders["data"]["breaker"]["state"], "closed");
     let inventory = report["services"].as_array().unwrap().iter().find(|s| s["name"] == "inventory").unwrap();
@@ -188,6 +188,12 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     assert!(!ok && refused.contains("--yes"), "{refused}");
     let (purged, ok) = up.run(&["dlq", "purge", "--yes"]).await;
     assert!(ok && purged.contains("purged"), "{purged}");
+
+    // health: for container health checks.
+    let (health, ok) = up.run(&["health", "--service", "email", "--http-url", &http_url]).await;
+    assert!(ok && health.contains("email: up") && health.contains("ready"), "{health}");
+    let (health, ok) = up.run(&["health", "--service", "nobody", "--timeout", "300ms"]).await;
+    assert!(!ok && health.contains("does not answer"), "{health}");
 
     // HTTP still answers through the whole run, then Ctrl-C stops everything in order.
     let health = reqwest_free_get(&format!("{http_url}/health/ready")).await;

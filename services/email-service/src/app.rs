@@ -8,6 +8,7 @@ use switchyard::config::{CommonArgs, ConsumerArgs};
 use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec, Delivery, HandleError, handler};
 use switchyard::contracts::OrderCreated;
 use switchyard::db::Db;
+use switchyard::micro::{ServiceHandle, ServiceSpec};
 use switchyard::names::{self, order_event};
 use switchyard::outbox::{self, OutboxEvent, Relay, RelayWaker, TRACEPARENT};
 use switchyard::platform::{Platform, PlatformError};
@@ -45,6 +46,8 @@ pub enum AppError {
     Consumer(#[from] ConsumerError),
     #[error(transparent)]
     Mailer(#[from] MailerError),
+    #[error("failed to start the micro service")]
+    Micro(#[from] switchyard::micro::MicroError),
 }
 
 /// What the handler needs.
@@ -119,6 +122,7 @@ pub struct App {
     emailer: Emailer,
     consumer: Consumer,
     relay: Relay,
+    service: ServiceHandle,
 }
 
 impl App {
@@ -127,7 +131,8 @@ impl App {
         let platform = Platform::connect(&config.common, "email", &crate::MIGRATIONS).await?;
         let (instance, db, client, js) =
             (platform.instance.clone(), platform.db.clone(), platform.client.clone(), platform.js.clone());
-        let mailer = match &config.smtp_url {
+        // An empty SMTP_URL (as compose passes when it is unset) means files, like no flag.
+        let mailer = match config.smtp_url.as_deref().filter(|url| !url.is_empty()) {
             Some(url) => Mailer::smtp(url)?,
             None => Mailer::files(config.common.data_dir.join("emails"))?,
         };
@@ -145,8 +150,13 @@ impl App {
             )
         };
         consumer.bind().await?;
+        // No request endpoints, but discoverable like every service (`nats micro ls`, health checks).
+        let service = ServiceSpec::new("email", env!("CARGO_PKG_VERSION"))
+            .description("Order confirmation emails (consumer `email`)")
+            .start(client.clone())
+            .await?;
         tracing::info!(instance = %instance, mailer = ?emailer.mailer, "email-service ready");
-        Ok(App { client, emailer, consumer, relay })
+        Ok(App { client, emailer, consumer, relay, service })
     }
 
     /// The handler's state, for tests and tools.
@@ -157,7 +167,7 @@ impl App {
     /// Consumes until `shutdown`; then finishes and acks in-flight events, publishes what it
     /// committed, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
-        let App { client, emailer, consumer, relay } = self;
+        let App { client, emailer, consumer, relay, service } = self;
         let relay_stop = Shutdown::new();
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
         match consumer.run(shutdown).await {
@@ -168,6 +178,7 @@ impl App {
         if let Err(err) = relay_task.await {
             tracing::error!(error = %err, "outbox relay task failed");
         }
+        service.stop().await;
         switchyard::nats::drain(&client, Duration::from_secs(5)).await;
         emailer.db.close().await;
         tracing::info!("email-service stopped");

@@ -73,6 +73,10 @@ async fn publishes_and_subscribes_outside_a_users_permissions_are_denied() {
     inventory.flush().await.unwrap();
     assert!(violation(&mut errors).await.to_lowercase().contains("permissions violation"));
 
+    // A service may ping itself (container health checks), and answers as itself.
+    let pong = inventory.request("$SRV.PING.inventory", "".into()).await.unwrap();
+    assert!(String::from_utf8_lossy(&pong.payload).contains("\"name\":\"inventory\""));
+
     // No anonymous access, and a wrong password is refused.
     assert!(async_nats::connect(stack.nats.url()).await.is_err(), "anonymous clients are refused");
     let wrong =

@@ -75,10 +75,9 @@ pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<C
                 }
             }
         });
-    options
-        .connect(args.nats_url.as_str())
-        .await
-        .map_err(|source| ConnectError::Connect { url: args.nats_url.clone(), source })
+    // A comma-separated list names the nodes of a cluster; the client fails over between them.
+    let urls: Vec<&str> = args.nats_url.split(',').map(str::trim).filter(|url| !url.is_empty()).collect();
+    options.connect(urls).await.map_err(|source| ConnectError::Connect { url: args.nats_url.clone(), source })
 }
 
 /// Drains a client: pending subscriptions deliver what they hold, then the connection closes.

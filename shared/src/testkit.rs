@@ -228,6 +228,48 @@ impl Drop for NatsServer {
     }
 }
 
+/// A cluster of nats-servers on loopback, JetStream on, each node with its own store; killed on
+/// drop. Route ports are picked free before the nodes start, so every node knows every route.
+#[derive(Debug)]
+pub struct NatsCluster {
+    /// The nodes, in start order.
+    pub nodes: Vec<NatsServer>,
+    _configs: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` clustered nodes (`n1`, `n2`, ...) with extra `config` lines in each node's file.
+    pub fn start(size: usize, config: &str) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("cluster config dir");
+        let route_ports: Vec<u16> = (0..size)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("free port")
+                    .port()
+            })
+            .collect();
+        let routes: Vec<String> = route_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+        let mut nodes = Vec::with_capacity(size);
+        for (i, port) in route_ports.iter().enumerate() {
+            let path = dir.path().join(format!("n{}.conf", i + 1));
+            let text = format!(
+                "server_name: n{}\n{config}\ncluster {{\n  name: test\n  listen: 127.0.0.1:{port}\n  routes: [{}]\n}}\n",
+                i + 1,
+                routes.join(", ")
+            );
+            std::fs::write(&path, text).expect("write node config");
+            nodes.push(NatsServer::builder().config(path).start());
+        }
+        NatsCluster { nodes, _configs: dir }
+    }
+
+    /// Every node's client URL, comma-separated (the form `--nats-url` takes).
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+}
+
 /// A database for one test: a SQLite file in a temp dir, or a fresh Postgres database.
 #[derive(Debug)]
 pub struct TestDatabase {
@@ -338,15 +380,25 @@ pub async fn try_count(url: &str, sql: &'static str) -> Result<i64, sqlx::Error>
     n
 }
 
-/// Messages in `stream` whose subject matches `filter` (e.g. `events.orders.created.*`).
+/// Messages in `stream` whose subject matches `filter` (e.g. `events.orders.created.*`); panics
+/// when JetStream does not answer.
 pub async fn subject_count(js: &async_nats::jetstream::Context, stream: &str, filter: &str) -> u64 {
-    let stream = js.get_stream(stream).await.unwrap_or_else(|err| panic!("no stream {stream}: {err}"));
-    let mut subjects = stream.info_with_subjects(filter).await.expect("stream subjects");
+    try_subject_count(js, stream, filter).await.unwrap_or_else(|err| panic!("{stream} {filter}: {err}"))
+}
+
+/// Like [`subject_count`], with JetStream's error (say, during a cluster failover) returned.
+pub async fn try_subject_count(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Result<u64, String> {
+    let stream = js.get_stream(stream).await.map_err(|err| err.to_string())?;
+    let mut subjects = stream.info_with_subjects(filter).await.map_err(|err| err.to_string())?;
     let mut total = 0;
-    while let Some(Ok((_, n))) = futures_util::StreamExt::next(&mut subjects).await {
-        total += n as u64;
+    while let Some(entry) = futures_util::StreamExt::next(&mut subjects).await {
+        total += entry.map_err(|err| err.to_string())?.1 as u64;
     }
-    total
+    Ok(total)
 }
 
 #[cfg(test)]

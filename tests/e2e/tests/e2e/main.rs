@@ -1,3 +1,4 @@
+mod cluster;
 mod failures;
 mod flow;
 mod helpers;

@@ -1,0 +1,154 @@
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use clap::Parser;
+use switchyard::testkit::{NatsCluster, TestDatabase, count, eventually, try_count, try_subject_count};
+use switchyard::{Shutdown, names};
+
+/// The compose topology without Docker: three clustered nodes, `ORDERS` at three replicas, every
+/// service given all three URLs. One node dies mid-run; orders keep flowing and nothing is lost.
+#[tokio::test]
+async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
+    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
+    let mut cluster = NatsCluster::start(3, "");
+    let urls = cluster.urls();
+
+    // Wait until the cluster has a JetStream meta leader: an R3 stream can be created.
+    let probe = async_nats::ConnectOptions::new().connect(cluster.nodes[1].url()).await.unwrap();
+    let probe_js = jetstream::new(probe.clone());
+    eventually(Duration::from_secs(60), "the cluster to accept an R3 stream", || async {
+        let config = jetstream::stream::Config {
+            name: "PROBE".into(),
+            subjects: vec!["probe".into()],
+            num_replicas: 3,
+            ..Default::default()
+        };
+        probe_js.create_stream(config).await.is_ok()
+    })
+    .await;
+    probe_js.delete_stream("PROBE").await.unwrap();
+
+    let data = TestDatabase::sqlite();
+    let data_dir =
+        std::path::PathBuf::from(data.url().trim_start_matches("sqlite://").split('?').next().unwrap())
+            .parent()
+            .unwrap()
+            .to_path_buf();
+    let (inventory_db, orders_db, email_db, audit_db) =
+        (TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite());
+    let args = |name: &str, db: &TestDatabase| {
+        vec![
+            name.to_string(),
+            "--nats-url".into(),
+            urls.clone(),
+            "--database-url".into(),
+            db.url().into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--stream-replicas".into(),
+            "3".into(),
+        ]
+    };
+    let shutdown = Shutdown::new();
+    let mut tasks = Vec::new();
+    let inventory = inventory_service::App::build(inventory_service::Config::parse_from(args(
+        "inventory-service",
+        &inventory_db,
+    )))
+    .await
+    .unwrap();
+    tasks.push(tokio::spawn(inventory.run_until_stopped(shutdown.clone())));
+    let email =
+        email_service::App::build(email_service::Config::parse_from(args("email-service", &email_db)))
+            .await
+            .unwrap();
+    tasks.push(tokio::spawn(email.run_until_stopped(shutdown.clone())));
+    let audit =
+        audit_service::App::build(audit_service::Config::parse_from(args("audit-service", &audit_db)))
+            .await
+            .unwrap();
+    tasks.push(tokio::spawn(audit.run_until_stopped(shutdown.clone())));
+    let mut order_args = args("order-service", &orders_db);
+    order_args.extend([
+        "--http-addr".into(),
+        "127.0.0.1:0".into(),
+        "--breaker-volume-threshold".into(),
+        "1000".into(),
+    ]);
+    let orders = order_service::App::build(order_service::Config::parse_from(order_args)).await.unwrap();
+    let base_url = format!("http://127.0.0.1:{}", orders.port());
+    let order_shutdown = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = orders.run_until_stopped(order_shutdown).await;
+    }));
+
+    // The test's own client fails over too.
+    let client =
+        switchyard::nats::connect(&switchyard::config::NatsArgs::plain(urls.clone()), "test", "cluster")
+            .await
+            .unwrap();
+    let js = jetstream::new(client.clone());
+    let requests = switchyard::client::RequestClient::new(client.clone(), Duration::from_secs(5));
+    let _: switchyard::contracts::RestockReply = requests
+        .request(names::INVENTORY_RESTOCK, &serde_json::json!({ "sku": "A-1", "quantity": 10000 }))
+        .await
+        .unwrap();
+    let mut stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
+
+    // Orders flow; a third of the way in, a node dies.
+    let http = reqwest::Client::new();
+    let (mut accepted, mut unavailable, mut accepted_after_kill) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for n in 0..150 {
+        if n == 50 {
+            cluster.nodes[0].kill();
+        }
+        let body = serde_json::json!({ "user_id": format!("u{n}"), "email": "u@example.com", "items": [{ "sku": "A-1", "quantity": 1 }] });
+        // A request caught in the failover may fail; the client retries it as a user would.
+        let mut status = 0;
+        for _ in 0..20 {
+            status = match http.post(format!("{base_url}/orders")).json(&body).send().await {
+                Ok(response) => response.status().as_u16(),
+                Err(_) => 0,
+            };
+            if status == 201 {
+                break;
+            }
+            unavailable += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(status, 201, "order {n} was never accepted");
+        accepted += 1;
+        if n >= 50 {
+            accepted_after_kill += 1;
+        }
+    }
+    assert_eq!((accepted, accepted_after_kill), (150, 100));
+
+    // Nothing lost, nothing doubled: every accepted order is one created event, one commit, one
+    // email, and the audit trail holds every event.
+    eventually(Duration::from_secs(90), "every consumer to apply every event", || async {
+        let events = |filter| try_subject_count(&js, names::ORDERS_STREAM, filter);
+        events("events.orders.created.*").await == Ok(150)
+            && events("events.orders.stock_committed.*").await == Ok(150)
+            && events("events.orders.confirmation_sent.*").await == Ok(150)
+            && try_count(audit_db.url(), "SELECT COUNT(*) FROM audit_events").await.ok() == Some(450)
+    })
+    .await;
+    assert_eq!(count(email_db.url(), "SELECT COUNT(*) FROM emails").await, 150);
+    assert_eq!(
+        count(inventory_db.url(), "SELECT COUNT(*) FROM inbox WHERE consumer = 'inventory'").await,
+        150
+    );
+    assert_eq!(count(orders_db.url(), "SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").await, 0);
+    println!(
+        "cluster run: 150 orders accepted ({unavailable} retried during the failover) in {:?}; \
+         450 events, 150 commits, 150 emails, 450 audit rows",
+        started.elapsed()
+    );
+    shutdown.trigger();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}

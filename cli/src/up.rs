@@ -93,6 +93,11 @@ impl Service {
             .with_context(|| format!("failed to open {}", self.log.display()))?;
         let child = Command::new(&self.command[0])
             .args(&self.command[1..])
+            // Each service gets its own SQLite file under the data dir and logs in as its own
+            // user: a DATABASE_URL or NATS_CREDS from this shell would make them share one.
+            .env_remove("DATABASE_URL")
+            .env_remove("NATS_CREDS")
+            .env_remove("HTTP_ADDR")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -4,6 +4,7 @@
 //! fields. Every request type is validated on decode ([`decode`]), so a handler only ever sees a
 //! well-formed request and a caller gets a clear message naming the bad field.
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -77,11 +78,13 @@ fn validate_quantity(field: &str, quantity: u32) -> Result<(), ContractError> {
 }
 
 /// One line of an order: a SKU and a positive quantity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Item {
     /// Stock keeping unit: non-empty, no whitespace.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^\S+$"))]
     pub sku: String,
     /// How many units; at least 1.
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub quantity: u32,
 }
 
@@ -105,9 +108,10 @@ pub fn validate_items(items: &[Item]) -> Result<(), ContractError> {
 }
 
 /// `inventory.check` request: are all these items available right now?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckRequest {
     /// The items to check.
+    #[schemars(length(min = 1, max = 100))]
     pub items: Vec<Item>,
 }
 
@@ -118,7 +122,7 @@ impl Validate for CheckRequest {
 }
 
 /// `inventory.check` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckReply {
     /// True when every item is available in the asked quantity.
     pub all_available: bool,
@@ -127,11 +131,12 @@ pub struct CheckReply {
 }
 
 /// `inventory.reserve` request: take items off the available stock for one order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReserveRequest {
     /// The order the reservation belongs to; a repeated reserve for it changes nothing.
     pub order_id: Uuid,
     /// The items to reserve, all or nothing.
+    #[schemars(length(min = 1, max = 100))]
     pub items: Vec<Item>,
 }
 
@@ -142,7 +147,7 @@ impl Validate for ReserveRequest {
 }
 
 /// `inventory.reserve` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReserveReply {
     /// True when every item was reserved; false when none was.
     pub reserved: bool,
@@ -151,7 +156,7 @@ pub struct ReserveReply {
 }
 
 /// `inventory.release` request: give an order's reserved stock back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseRequest {
     /// The order whose reservation is released.
     pub order_id: Uuid,
@@ -164,14 +169,14 @@ impl Validate for ReleaseRequest {
 }
 
 /// `inventory.release` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseReply {
     /// True when the order's reservation is released (now or earlier); false when it had none.
     pub released: bool,
 }
 
 /// `inventory.restock` request: add units of one SKU (created when new).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RestockRequest {
     /// The SKU to restock.
     pub sku: String,
@@ -187,7 +192,7 @@ impl Validate for RestockRequest {
 }
 
 /// `inventory.restock` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RestockReply {
     /// The restocked SKU.
     pub sku: String,
@@ -196,7 +201,7 @@ pub struct RestockReply {
 }
 
 /// `inventory.stock` request: stock levels of these SKUs, or of all when empty.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockRequest {
     /// SKUs to report; empty (or absent) means every SKU.
     #[serde(default)]
@@ -216,7 +221,7 @@ impl Validate for StockRequest {
 }
 
 /// Stock of one SKU.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockLevel {
     /// The SKU.
     pub sku: String,
@@ -227,14 +232,14 @@ pub struct StockLevel {
 }
 
 /// `inventory.stock` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockReply {
     /// One entry per SKU, sorted by SKU. A requested SKU that is unknown is reported with zeros.
     pub items: Vec<StockLevel>,
 }
 
 /// `orders.get` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GetOrderRequest {
     /// The order to fetch.
     pub order_id: Uuid,
@@ -247,7 +252,7 @@ impl Validate for GetOrderRequest {
 }
 
 /// `POST /orders` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CreateOrder {
     /// Who orders.
     pub user_id: String,
@@ -255,6 +260,7 @@ pub struct CreateOrder {
     #[serde(default)]
     pub email: Option<String>,
     /// What is ordered.
+    #[schemars(length(min = 1, max = 100))]
     pub items: Vec<Item>,
 }
 
@@ -279,7 +285,7 @@ impl Validate for CreateOrder {
 }
 
 /// Lifecycle state of an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Stock is reserved and the order is recorded.
@@ -308,7 +314,7 @@ impl OrderStatus {
 }
 
 /// An order, as `GET /orders/{id}` and `orders.get` return it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Order {
     /// The order id.
     pub id: Uuid,
@@ -326,7 +332,7 @@ pub struct Order {
 }
 
 /// `events.orders.created.<order_id>`: an order was accepted (its stock is reserved).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCreated {
     /// Unique per event; also its `Nats-Msg-Id`.
     pub event_id: Uuid,
@@ -344,7 +350,7 @@ pub struct OrderCreated {
 }
 
 /// `events.orders.cancelled.<order_id>`: an order was cancelled; its stock goes back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderCancelled {
     /// Unique per event.
     pub event_id: Uuid,
@@ -358,7 +364,7 @@ pub struct OrderCancelled {
 
 /// Lifecycle events the consumers publish: `stock_committed`, `stock_released`,
 /// `confirmation_sent`. The kind is in the subject; `detail` says what happened in words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLifecycle {
     /// Unique per event.
     pub event_id: Uuid,
@@ -381,7 +387,7 @@ pub struct EventIds {
 }
 
 /// `POST /orders/{id}/cancel` body (optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CancelOrder {
     /// Why, in words; default "cancelled by customer".
     #[serde(default)]
@@ -398,7 +404,7 @@ impl Validate for CancelOrder {
 }
 
 /// `audit.history` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryRequest {
     /// The order whose events are asked for.
     pub order_id: Uuid,
@@ -411,7 +417,7 @@ impl Validate for HistoryRequest {
 }
 
 /// One event in the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AuditedEvent {
     /// Sequence in the `ORDERS` stream.
     pub stream_seq: u64,
@@ -426,7 +432,7 @@ pub struct AuditedEvent {
 }
 
 /// `audit.history` reply: the order's events in stream order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryReply {
     /// The order.
     pub order_id: Uuid,
@@ -435,12 +441,40 @@ pub struct HistoryReply {
 }
 
 /// The JSON body of every error reply, on NATS and HTTP alike.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// The status code (micro error code on NATS, HTTP status on HTTP).
     pub code: u16,
+}
+
+/// The JSON Schema of every message, by name, for other languages. `shared/schemas/<name>.json`
+/// holds them, checked in; a test fails when they are stale (`SWITCHYARD_UPDATE_SCHEMAS=1` rewrites).
+pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    use schemars::schema_for;
+    vec![
+        ("inventory.check.request", schema_for!(CheckRequest).to_value()),
+        ("inventory.check.reply", schema_for!(CheckReply).to_value()),
+        ("inventory.reserve.request", schema_for!(ReserveRequest).to_value()),
+        ("inventory.reserve.reply", schema_for!(ReserveReply).to_value()),
+        ("inventory.release.request", schema_for!(ReleaseRequest).to_value()),
+        ("inventory.release.reply", schema_for!(ReleaseReply).to_value()),
+        ("inventory.restock.request", schema_for!(RestockRequest).to_value()),
+        ("inventory.restock.reply", schema_for!(RestockReply).to_value()),
+        ("inventory.stock.request", schema_for!(StockRequest).to_value()),
+        ("inventory.stock.reply", schema_for!(StockReply).to_value()),
+        ("orders.get.request", schema_for!(GetOrderRequest).to_value()),
+        ("order", schema_for!(Order).to_value()),
+        ("http.create_order", schema_for!(CreateOrder).to_value()),
+        ("http.cancel_order", schema_for!(CancelOrder).to_value()),
+        ("audit.history.request", schema_for!(HistoryRequest).to_value()),
+        ("audit.history.reply", schema_for!(HistoryReply).to_value()),
+        ("events.orders.created", schema_for!(OrderCreated).to_value()),
+        ("events.orders.cancelled", schema_for!(OrderCancelled).to_value()),
+        ("events.orders.lifecycle", schema_for!(OrderLifecycle).to_value()),
+        ("error", schema_for!(ErrorBody).to_value()),
+    ]
 }
 
 #[cfg(test)]
@@ -449,6 +483,41 @@ mod tests {
 
     fn item(sku: &str, quantity: u32) -> Item {
         Item { sku: sku.into(), quantity }
+    }
+
+    #[test]
+    fn checked_in_json_schemas_match_the_contract_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let update = std::env::var_os("SWITCHYARD_UPDATE_SCHEMAS").is_some();
+        let mut stale = Vec::new();
+        for (name, schema) in schemas() {
+            let path = dir.join(format!("{name}.json"));
+            let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(name);
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "stale JSON Schemas {stale:?}: run SWITCHYARD_UPDATE_SCHEMAS=1 cargo test -p switchyard"
+        );
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(
+            files,
+            schemas().len(),
+            "shared/schemas holds a schema per contract type, and no other file"
+        );
+    }
+
+    #[test]
+    fn the_schemas_carry_the_validation_rules() {
+        let (_, schema) = schemas().into_iter().find(|(n, _)| *n == "http.create_order").unwrap();
+        let text = schema.to_string();
+        assert!(text.contains("\"minimum\":1") && text.contains("\"maximum\":1000000"), "{text}");
+        assert!(text.contains("\"maxItems\":100"), "{text}");
     }
 
     #[test]

@@ -226,16 +226,21 @@ pub async fn count(db: &TestDatabase, sql: &str) -> i64 {
 
 /// The whole stack with one instance of each service, on a server without authentication.
 pub async fn spawn_stack() -> Stack {
-    spawn(false).await
+    spawn(false, false).await
+}
+
+/// The whole stack with every service on its own fresh Postgres database.
+pub async fn spawn_stack_on_postgres() -> Stack {
+    spawn(false, true).await
 }
 
 /// The whole stack on a server running the repo's nats.conf: every service logs in as its own
 /// least-privilege user; the test's own client logs in as `ops`.
 pub async fn spawn_secure_stack() -> Stack {
-    spawn(true).await
+    spawn(true, false).await
 }
 
-async fn spawn(secure: bool) -> Stack {
+async fn spawn(secure: bool, postgres: bool) -> Stack {
     switchyard::telemetry::init(switchyard::config::LogFormat::Text);
     let nats = if secure {
         let mut builder =
@@ -248,8 +253,16 @@ async fn spawn(secure: bool) -> Stack {
         NatsServer::start()
     };
     let data = tempfile_dir::Dir(TestDatabase::sqlite());
-    let (inventory_db, orders_db, email_db, audit_db) =
-        (TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite());
+    let (inventory_db, orders_db, email_db, audit_db) = if postgres {
+        (
+            TestDatabase::postgres().await,
+            TestDatabase::postgres().await,
+            TestDatabase::postgres().await,
+            TestDatabase::postgres().await,
+        )
+    } else {
+        (TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite())
+    };
     let client = if secure { connect_as(&nats, "ops").await.0 } else { nats.client().await };
     let js = jetstream::new(client.clone());
     let mut stack = Stack {

@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use switchyard::testkit::eventually;
 
-use crate::helpers::{count, spawn_stack};
+use crate::helpers::{count, spawn_stack, spawn_stack_on_postgres};
 
 #[tokio::test]
 async fn two_instances_of_each_consumer_share_the_work_and_apply_each_event_once() {
@@ -102,4 +102,34 @@ async fn a_thousand_orders_reconcile_across_every_consumer() {
     assert_eq!(audit_rows as u64, total_events);
     assert_eq!(dead_letters, 0);
     assert_eq!(stack.stock("BULK").await, (0, 0));
+}
+
+#[tokio::test]
+async fn on_postgres_every_consumer_applies_each_event_once_and_cancellations_release_stock() {
+    let mut stack = spawn_stack_on_postgres().await;
+    stack.add_inventory().await;
+    stack.add_email().await;
+    stack.restock("A-1", 100).await;
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let (status, order) = stack.order("A-1", 2).await;
+        assert_eq!(status, 201);
+        ids.push(order["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids[..10] {
+        assert_eq!(stack.cancel(id).await, 200);
+    }
+    stack.wait_events("events.orders.stock_released.*", 10).await;
+    stack.wait_events("events.orders.confirmation_sent.*", 30).await;
+    eventually(Duration::from_secs(20), "stock to settle on Postgres", || async {
+        stack.stock("A-1").await == (60, 0)
+    })
+    .await;
+    assert_eq!(stack.inbox(&stack.inventory_db, "inventory").await, 40);
+    assert_eq!(count(&stack.email_db, "SELECT COUNT(*) FROM emails").await, 30);
+    eventually(Duration::from_secs(20), "the audit trail on Postgres", || async {
+        count(&stack.audit_db, "SELECT COUNT(*) FROM audit_events").await == 30 * 3 + 10 * 2
+    })
+    .await;
+    assert_eq!(count(&stack.orders_db, "SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").await, 0);
 }

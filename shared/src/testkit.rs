@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+pub use tempfile::TempDir;
 
 /// Environment variable naming the nats-server binary to use.
 pub const NATS_SERVER_BIN_ENV: &str = "NATS_SERVER_BIN";
@@ -349,6 +349,11 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A fresh temporary directory, removed on drop (a data dir for a service under test).
+pub fn temp_dir() -> TempDir {
+    tempfile::tempdir().expect("create a temp dir")
 }
 
 /// The Python interpreter with the test packages (nats-py, aiosmtpd): `SWITCHYARD_PYTHON`, or the

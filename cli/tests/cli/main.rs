@@ -112,11 +112,8 @@ fn number_after(text: &str, label: &str) -> u64 {
 
 #[tokio::test]
 async fn up_demo_status_and_dlq_work_together_on_free_ports() {
-    let dir = switchyard::testkit::TestDatabase::sqlite();
-    let data_dir = PathBuf::from(dir.url().trim_start_matches("sqlite://").split('?').next().unwrap())
-        .parent()
-        .unwrap()
-        .join("stack");
+    let dir = switchyard::testkit::temp_dir();
+    let data_dir = dir.path().join("stack");
     let (up, startup) = Up::start(&data_dir, &[]).await;
     let ready = startup.last().unwrap();
     assert!(
@@ -223,11 +220,8 @@ async fn reqwest_free_get(url: &str) -> String {
 
 #[tokio::test]
 async fn up_restarts_a_service_that_dies_when_asked_to() {
-    let dir = switchyard::testkit::TestDatabase::sqlite();
-    let data_dir = PathBuf::from(dir.url().trim_start_matches("sqlite://").split('?').next().unwrap())
-        .parent()
-        .unwrap()
-        .join("stack");
+    let dir = switchyard::testkit::temp_dir();
+    let data_dir = dir.path().join("stack");
     let (up, _) = Up::start(&data_dir, &["--restart"]).await;
     // Kill email-service behind up's back.
     let email_pid = find_pid("email-service", &data_dir);

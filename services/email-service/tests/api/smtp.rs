@@ -11,17 +11,7 @@ use crate::helpers::{count, events, nats, publish, publish_created};
 struct SmtpSink {
     child: Child,
     port: u16,
-    maildir: tempfile_free::Dir,
-}
-
-mod tempfile_free {
-    /// A scratch directory under the system temp dir, removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    maildir: switchyard::testkit::TempDir,
 }
 
 impl Drop for SmtpSink {
@@ -38,10 +28,10 @@ fn free_port() -> u16 {
 
 /// Starts an aiosmtpd sink on `port` and waits until it listens.
 async fn smtp_sink_on(port: u16) -> SmtpSink {
-    let maildir = tempfile_free::Dir(std::env::temp_dir().join(format!("sy-mail-{}", uuid::Uuid::new_v4())));
+    let maildir = switchyard::testkit::temp_dir();
     let child = Command::new(switchyard::testkit::python())
         .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir.0)
+        .arg(maildir.path().join("mail"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -54,7 +44,7 @@ async fn smtp_sink_on(port: u16) -> SmtpSink {
 }
 
 fn delivered(sink: &SmtpSink) -> Vec<String> {
-    let new = sink.maildir.0.join("new");
+    let new = sink.maildir.path().join("mail/new");
     let Ok(entries) = std::fs::read_dir(new) else { return Vec::new() };
     entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
 }

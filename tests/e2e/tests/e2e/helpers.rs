@@ -42,7 +42,7 @@ const CONSUMER_FLAGS: [&str; 4] = ["--ack-wait", "2s", "--retry-backoff", "100ms
 /// The whole stack.
 pub struct Stack {
     pub nats: NatsServer,
-    pub data: tempfile_dir::Dir,
+    pub data: switchyard::testkit::TempDir,
     pub inventory_db: TestDatabase,
     pub orders_db: TestDatabase,
     pub email_db: TestDatabase,
@@ -94,27 +94,6 @@ pub async fn connect_as(
         .await
         .unwrap_or_else(|err| panic!("connect as {user}: {err}"));
     (client, rx)
-}
-
-/// A temp dir without another dependency: the testkit's SQLite temp dir doubles as data dir.
-pub mod tempfile_dir {
-    /// A directory removed with the stack.
-    pub struct Dir(pub switchyard::testkit::TestDatabase);
-
-    impl Dir {
-        /// Its path.
-        pub fn path(&self) -> std::path::PathBuf {
-            let url = self
-                .0
-                .url()
-                .trim_start_matches("sqlite://")
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            std::path::PathBuf::from(url).parent().map(|p| p.to_path_buf()).unwrap_or_default()
-        }
-    }
 }
 
 impl Stack {
@@ -252,7 +231,7 @@ async fn spawn(secure: bool, postgres: bool) -> Stack {
     } else {
         NatsServer::start()
     };
-    let data = tempfile_dir::Dir(TestDatabase::sqlite());
+    let data = switchyard::testkit::temp_dir();
     let (inventory_db, orders_db, email_db, audit_db) = if postgres {
         (
             TestDatabase::postgres().await,

@@ -26,7 +26,7 @@ async fn the_service_answers_ping_and_info_like_a_micro_service() {
     let app = spawn_inventory().await;
     let nats = app.client.nats();
 
-    let pings = gather(nats, "$SRV.PING", Duration::from_millis(500)).await;
+    let pings = gather(nats, "$SRV.PING", Duration::from_millis(1500)).await;
     assert_eq!(pings.len(), 1);
     let ping: PingResponse = serde_json::from_slice(&pings[0].payload).unwrap();
     assert_eq!(ping.kind, "io.nats.micro.v1.ping_response");
@@ -85,7 +85,7 @@ async fn two_instances_share_the_load_through_the_queue_group() {
         let _: CheckReply =
             app.call(names::INVENTORY_CHECK, &CheckRequest { items: vec![item("A-1", 1)] }).await.unwrap();
     }
-    let replies = gather(app.client.nats(), "$SRV.STATS.inventory", Duration::from_millis(500)).await;
+    let replies = gather(app.client.nats(), "$SRV.STATS.inventory", Duration::from_millis(1500)).await;
     assert_eq!(replies.len(), 2, "both instances answer discovery");
     let mut served = Vec::new();
     for reply in replies {
@@ -105,7 +105,7 @@ async fn a_stopped_instance_leaves_discovery_and_the_other_keeps_serving() {
     let stopped_id = first.id.clone();
     first.stop().await;
     app.restock("A-1", 1).await;
-    let pings = gather(app.client.nats(), "$SRV.PING.inventory", Duration::from_millis(500)).await;
+    let pings = gather(app.client.nats(), "$SRV.PING.inventory", Duration::from_millis(1500)).await;
     let ids: Vec<String> =
         pings.iter().map(|m| serde_json::from_slice::<PingResponse>(&m.payload).unwrap().id).collect();
     assert_eq!(ids, vec![app.instances[0].id.clone()]);

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+use std::sync::Arc;
+
+use sqlx::{Any, AnyConnection, AnyPool, Executor, SqlSafeStr, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,43 @@ pub enum DbError {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time. Writers of this process queue here, in order, instead of
+    /// meeting at the file lock, where SQLite's busy handler sleeps in growing steps (up to 100 ms)
+    /// and turns contention into long tail latencies.
+    write_lock: Arc<Mutex<()>>,
+}
+
+/// A write transaction: a [`Transaction`] that holds this process's SQLite write slot until it
+/// is committed, rolled back or dropped. It dereferences to the connection, like a transaction.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _slot: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls the transaction back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl Db {
@@ -124,7 +164,7 @@ impl Db {
                 .collect(),
         );
         migrator.run(&pool).await.map_err(|source| DbError::Migrate { url: redact(url), source })?;
-        Ok(Db { pool, backend })
+        Ok(Db { pool, backend, write_lock: Arc::new(Mutex::new(())) })
     }
 
     /// The pool, for queries.
@@ -139,10 +179,14 @@ impl Db {
 
     /// Begins a transaction that will write. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so two writers queue instead of failing when both upgrade a read lock.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => {
+                let slot = self.write_lock.clone().lock_owned().await;
+                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(WriteTx { tx, _slot: Some(slot) })
+            }
+            Backend::Postgres => Ok(WriteTx { tx: self.pool.begin().await?, _slot: None }),
         }
     }
 

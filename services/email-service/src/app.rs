@@ -76,27 +76,32 @@ impl Emailer {
             return Ok(());
         };
         let order_id = order.order_id.to_string();
-        let mut tx = self.db.begin_write().await?;
-        if !inbox::record(&mut tx, names::EMAIL_CONSUMER, &order.event_id.to_string()).await? {
-            return Ok(());
-        }
+        // Send outside the write transaction, so a slow SMTP server holds up neither the other
+        // handlers nor the relay; the order-keyed emails row and file name keep it to one email.
         let already: Option<String> = sqlx::query_scalar("SELECT order_id FROM emails WHERE order_id = $1")
             .bind(&order_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(self.db.pool())
             .await?;
         if already.is_none() {
             let message = mailer::confirmation(&order, &self.from, &to)?;
             self.mailer.send(&order_id, &message).await?;
-            sqlx::query(
-                "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&order_id)
-            .bind(&to)
-            .bind(mailer::message_id(&order))
-            .bind(self.mailer.kind())
-            .bind(time::now_rfc3339())
-            .execute(&mut *tx)
-            .await?;
+        }
+        let mut tx = self.db.begin_write().await?;
+        if !inbox::record(&mut tx, names::EMAIL_CONSUMER, &order.event_id.to_string()).await? {
+            return Ok(());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(&order_id)
+        .bind(&to)
+        .bind(mailer::message_id(&order))
+        .bind(self.mailer.kind())
+        .bind(time::now_rfc3339())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
             let event = OutboxEvent::lifecycle(
                 order_event::CONFIRMATION_SENT,
                 order.order_id,

@@ -140,6 +140,10 @@ impl Db {
                     // queue instead of failing while another holds the write lock.
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    // In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit
+                    // survives the process being killed, but an OS crash or power cut may lose
+                    // the last ones. Postgres is the choice when that matters.
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
             });

@@ -205,6 +205,12 @@ impl Db {
     }
 }
 
+/// `$start, $start+1, ...` for `count` parameters: an `IN (...)` list both SQLite and Postgres
+/// read (the `Any` driver's query builder writes `?`, which Postgres does not).
+pub fn placeholders(start: usize, count: usize) -> String {
+    (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// True when the error is a unique-constraint violation (a row with that key exists).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -243,6 +249,12 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_number_from_the_start() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(placeholders(1, 0), "");
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {

@@ -385,28 +385,40 @@ impl Relay {
     async fn mark(&self, published: &[(i64, u64)], failed: &[i64]) -> Result<(), sqlx::Error> {
         let now = crate::time::now_unix_millis();
         let mut tx = self.db.begin_write().await?;
-        for (id, seq) in published {
-            sqlx::query(
-                "UPDATE outbox SET sent_at_ms = $1, stream_seq = $2, claimed_by = NULL, claimed_until = NULL \
-                 WHERE id = $3",
-            )
-            .bind(now)
-            .bind(*seq as i64)
-            .bind(*id)
-            .execute(&mut *tx)
-            .await?;
+        // One statement per batch: each row's stream sequence is in the relay's log, not needed here.
+        if !published.is_empty() {
+            let sql = format!(
+                "UPDATE outbox SET sent_at_ms = $1, claimed_by = NULL, claimed_until = NULL WHERE id IN ({})",
+                crate::db::placeholders(2, published.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for (id, _) in published {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
         }
-        for id in failed {
-            // Give the row back at once, so the retry after the backoff does not wait for the lease.
-            sqlx::query(
-                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND claimed_by = $2",
-            )
-            .bind(*id)
-            .bind(&self.owner)
-            .execute(&mut *tx)
-            .await?;
+        if !failed.is_empty() {
+            // Give the rows back at once, so the retry after the backoff does not wait for the lease.
+            let sql = format!(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1 AND id IN ({})",
+                crate::db::placeholders(2, failed.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.owner.clone());
+            for id in failed {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        if let (Some((_, first)), Some((_, last))) = (published.first(), published.last()) {
+            tracing::debug!(
+                published = published.len(),
+                first_seq = first,
+                last_seq = last,
+                "outbox rows published"
+            );
+        }
+        Ok(())
     }
 
     async fn prune(&self) -> Result<(), sqlx::Error> {

@@ -123,6 +123,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `http://127.0.0.1:<port>` of the monitoring endpoint.
     pub fn monitor_url(&self) -> Option<String> {
         let log = self.log();

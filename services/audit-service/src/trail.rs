@@ -96,6 +96,8 @@ impl Trail {
         let kind = subject.split('.').nth(2).unwrap_or_default();
         let payload = std::str::from_utf8(payload)
             .map_err(|e| HandleError::Poison(format!("payload is not utf-8: {e}")))?;
+        // One writer at a time on SQLite (the write slot), instead of meeting at the file lock.
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO audit_events (stream_seq, event_id, order_id, subject, kind, headers, payload, published_at, \
              published_ms, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
@@ -110,8 +112,9 @@ impl Trail {
         .bind(published_at)
         .bind(published_ms)
         .bind(switchyard::time::now_rfc3339())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

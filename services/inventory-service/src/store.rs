@@ -77,18 +77,27 @@ impl Inventory {
         &self.db
     }
 
-    /// Are all items available? Unknown SKUs are unavailable.
+    /// Are all items available? Unknown SKUs are unavailable. One query for all lines.
     pub async fn check(&self, request: &CheckRequest) -> Result<CheckReply, InventoryError> {
-        let mut unavailable_ids = Vec::new();
+        let sql = format!(
+            "SELECT sku, available FROM stock WHERE sku IN ({})",
+            switchyard::db::placeholders(1, request.items.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for item in &request.items {
-            let available: Option<i64> = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
-                .bind(&item.sku)
-                .fetch_optional(self.db.pool())
-                .await?;
-            if available.unwrap_or(0) < i64::from(item.quantity) {
-                unavailable_ids.push(item.sku.clone());
-            }
+            query = query.bind(&item.sku);
         }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        let mut available = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            available.insert(row.try_get::<String, _>("sku")?, row.try_get::<i64, _>("available")?);
+        }
+        let unavailable_ids: Vec<String> = request
+            .items
+            .iter()
+            .filter(|item| available.get(&item.sku).copied().unwrap_or(0) < i64::from(item.quantity))
+            .map(|item| item.sku.clone())
+            .collect();
         Ok(CheckReply { all_available: unavailable_ids.is_empty(), unavailable_ids })
     }
 

@@ -1,0 +1,62 @@
+//! `switchyard-bench`: Switchyard measured against same-run baselines on this machine.
+//!
+//! It starts its own nats-server and, for R rounds of D seconds each, measures:
+//! - `inventory.check` through Switchyard (typed client + breaker + micro service + the real stock
+//!   lookup) against a raw async-nats responder and an axum HTTP endpoint (reqwest, keep-alive)
+//!   doing the same lookup, at 1 and 64 requests in flight: req/s, p50/p99/p99.9 and CPU
+//!   microseconds per request (this process plus nats-server);
+//! - the circuit breaker's overhead per call;
+//! - the outbox relay's publish rate and the audit consumer's applied events per second.
+//!
+//! It prints a table and writes a JSON report. `--quick` runs one short round (for CI).
+
+mod load;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// switchyard-bench: Switchyard against raw NATS and HTTP, measured in one run.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchyard-bench", version, about)]
+pub struct Config {
+    /// Rounds of every measurement; the report keeps the median round.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3)]
+    pub rounds: usize,
+
+    /// Length of one round of a request-reply measurement.
+    #[arg(long, env = "BENCH_DURATION", value_parser = switchyard::config::parse_duration, default_value = "5s")]
+    pub duration: Duration,
+
+    /// Events for the outbox and consumer measurements.
+    #[arg(long, env = "BENCH_EVENTS", default_value_t = 20_000)]
+    pub events: usize,
+
+    /// One short round of everything (a smoke test of the benchmark itself).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Where to write the JSON report.
+    #[arg(long, env = "BENCH_REPORT", default_value = "bench-report.json")]
+    pub report: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut config = Config::parse();
+    if config.quick {
+        config.rounds = 1;
+        config.duration = Duration::from_millis(500);
+        config.events = 500;
+    }
+    switchyard::telemetry::init_with_default(switchyard::config::LogFormat::Text, "warn");
+    let report = scenarios::run(&config).await?;
+    println!("{}", report.table());
+    std::fs::write(&config.report, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("failed to write {}", config.report.display()))?;
+    println!("report written to {}", config.report.display());
+    Ok(())
+}

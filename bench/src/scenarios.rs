@@ -1,0 +1,352 @@
+//! The measurements, each against a baseline taken in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Json;
+use axum::extract::State;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Serialize;
+use switchyard::breaker::{Breaker, BreakerConfig};
+use switchyard::client::RequestClient;
+use switchyard::consumer::{Consumer, handler};
+use switchyard::contracts::{CheckReply, CheckRequest, Item, RestockRequest};
+use switchyard::db::Db;
+use switchyard::outbox::{OutboxEvent, Relay, RelayConfig, new_traceparent};
+use switchyard::testkit::{NatsServer, TestDatabase};
+use switchyard::{Shutdown, names};
+use uuid::Uuid;
+
+use crate::Config;
+use crate::load::{Sample, drive, median, peak_rss_kb};
+
+/// One request-reply measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncRow {
+    /// `switchyard`, `raw_nats` or `http`.
+    pub transport: &'static str,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// The median round.
+    pub sample: Sample,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Cores and memory of the machine.
+    pub machine: String,
+    /// nats-server version.
+    pub nats_server: String,
+    /// Rounds per measurement.
+    pub rounds: usize,
+    /// Seconds per request-reply round.
+    pub round_seconds: f64,
+    /// `inventory.check` over each transport.
+    pub sync: Vec<SyncRow>,
+    /// Switchyard req/s over raw NATS req/s at 64 in flight.
+    pub ratio_vs_raw_nats_64: f64,
+    /// Switchyard req/s over HTTP req/s at 64 in flight.
+    pub ratio_vs_http_64: f64,
+    /// Nanoseconds a call through the breaker costs more than the bare call.
+    pub breaker_overhead_ns: f64,
+    /// Outbox relay: events published (acked) per second.
+    pub relay_events_per_second: f64,
+    /// The audit consumer: events applied (recorded and acked) per second.
+    pub audit_events_per_second: f64,
+    /// Peak RSS of this process (which hosts the inventory service and the clients), in MB.
+    pub bench_process_peak_rss_mb: f64,
+    /// Peak RSS of nats-server, in MB.
+    pub nats_server_peak_rss_mb: f64,
+}
+
+impl Report {
+    /// The report as a text table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "machine: {}; {}; {} round(s) of {:.1} s, median round shown\n\n",
+            self.machine, self.nats_server, self.rounds, self.round_seconds
+        );
+        out.push_str(&format!(
+            "{:<11} {:>9} {:>10} {:>9} {:>9} {:>10} {:>11} {:>7}\n",
+            "transport", "in flight", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "cpu us/req", "errors"
+        ));
+        for row in &self.sync {
+            let s = &row.sample;
+            out.push_str(&format!(
+                "{:<11} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>10.3} {:>11.1} {:>7}\n",
+                row.transport,
+                row.in_flight,
+                s.per_second,
+                s.p50_ms,
+                s.p99_ms,
+                s.p999_ms,
+                s.cpu_us_per_request,
+                s.errors
+            ));
+        }
+        out.push_str(&format!(
+            "\nswitchyard / raw NATS at 64 in flight: {:.2}x\nswitchyard / HTTP at 64 in flight:     {:.2}x\n\
+             breaker overhead per call:             {:.0} ns\noutbox relay:                          {:.0} events/s\n\
+             audit consumer:                        {:.0} events/s\npeak RSS: bench process {:.1} MB, nats-server {:.1} MB\n",
+            self.ratio_vs_raw_nats_64,
+            self.ratio_vs_http_64,
+            self.breaker_overhead_ns,
+            self.relay_events_per_second,
+            self.audit_events_per_second,
+            self.bench_process_peak_rss_mb,
+            self.nats_server_peak_rss_mb,
+        ));
+        out
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    format!("{cores} cores, {memory}")
+}
+
+const SKUS: usize = 100;
+
+fn check_request(n: u64) -> CheckRequest {
+    let a = (n % SKUS as u64) as usize;
+    let b = ((n + 7) % SKUS as u64) as usize;
+    CheckRequest {
+        items: vec![
+            Item { sku: format!("SKU-{a}"), quantity: 1 },
+            Item { sku: format!("SKU-{b}"), quantity: 2 },
+        ],
+    }
+}
+
+/// Runs every measurement.
+pub async fn run(config: &Config) -> anyhow::Result<Report> {
+    let nats = NatsServer::start();
+    let nats_pid = nats.pid().context("nats-server pid")?;
+    let version = std::process::Command::new(switchyard::testkit::nats_server_binary())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+
+    // The inventory logic on a real SQLite file, shared by the three transports.
+    let db_file = TestDatabase::sqlite();
+    let db = Db::connect(db_file.url(), &inventory_service::MIGRATIONS).await?;
+    let inventory = inventory_service::Inventory::new(db, Duration::from_secs(900));
+    for i in 0..SKUS {
+        inventory.restock(&RestockRequest { sku: format!("SKU-{i}"), quantity: 1_000_000 }).await?;
+    }
+
+    // Switchyard: the inventory micro service, called through the typed client and the breaker.
+    let service = inventory_service::app::spec(&inventory).start(nats.client().await).await?;
+    let requests = RequestClient::new(nats.client().await, Duration::from_secs(5));
+    let breaker = Arc::new(Breaker::new("bench", BreakerConfig::default()));
+
+    // Raw NATS: a queue subscriber doing the same decode, lookup and encode, concurrently.
+    let raw_server = nats.client().await;
+    let mut raw_sub = raw_server.queue_subscribe("bench.raw.check", "q".into()).await?;
+    let raw_inventory = inventory.clone();
+    let raw_task = tokio::spawn(async move {
+        while let Some(message) = raw_sub.next().await {
+            let (client, inventory) = (raw_server.clone(), raw_inventory.clone());
+            tokio::spawn(async move {
+                let Some(reply) = message.reply else { return };
+                let Ok(request) = serde_json::from_slice::<CheckRequest>(&message.payload) else { return };
+                if let Ok(answer) = inventory.check(&request).await
+                    && let Ok(body) = serde_json::to_vec(&answer)
+                {
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            });
+        }
+    });
+    let raw_client = nats.client().await;
+
+    // HTTP: axum with the same lookup; reqwest with keep-alive.
+    let app =
+        axum::Router::new()
+            .route(
+                "/check",
+                axum::routing::post(
+                    |State(inventory): State<inventory_service::Inventory>,
+                     Json(request): Json<CheckRequest>| async move {
+                        inventory
+                            .check(&request)
+                            .await
+                            .map(Json)
+                            .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    },
+                ),
+            )
+            .with_state(inventory.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http_url = format!("http://{}/check", listener.local_addr()?);
+    let http_server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::builder().pool_max_idle_per_host(128).build()?;
+
+    let mut rows = Vec::new();
+    for in_flight in [1usize, 64] {
+        let mut samples: [Vec<Sample>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..config.rounds {
+            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (r, b, c) = (requests.clone(), breaker.clone(), counter.clone());
+            samples[0].push(
+                drive(in_flight, config.duration, &[nats_pid], move || {
+                    let (r, b, c) = (r.clone(), b.clone(), c.clone());
+                    async move {
+                        let request = check_request(c.fetch_add(1, Ordering::Relaxed));
+                        b.call(r.request::<_, CheckReply>(names::INVENTORY_CHECK, &request)).await.is_ok()
+                    }
+                })
+                .await,
+            );
+            let (client, c) = (raw_client.clone(), counter.clone());
+            samples[1].push(
+                drive(in_flight, config.duration, &[nats_pid], move || {
+                    let (client, c) = (client.clone(), c.clone());
+                    async move {
+                        let request = check_request(c.fetch_add(1, Ordering::Relaxed));
+                        let Ok(body) = serde_json::to_vec(&request) else { return false };
+                        match client.request("bench.raw.check", Bytes::from(body)).await {
+                            Ok(reply) => serde_json::from_slice::<CheckReply>(&reply.payload).is_ok(),
+                            Err(_) => false,
+                        }
+                    }
+                })
+                .await,
+            );
+            let (http, url, c) = (http.clone(), http_url.clone(), counter.clone());
+            samples[2].push(
+                drive(in_flight, config.duration, &[], move || {
+                    let (http, url, c) = (http.clone(), url.clone(), c.clone());
+                    async move {
+                        let request = check_request(c.fetch_add(1, Ordering::Relaxed));
+                        match http.post(&url).json(&request).send().await {
+                            Ok(response) => response.json::<CheckReply>().await.is_ok(),
+                            Err(_) => false,
+                        }
+                    }
+                })
+                .await,
+            );
+        }
+        for (transport, rounds) in ["switchyard", "raw_nats", "http"].into_iter().zip(samples) {
+            rows.push(SyncRow { transport, in_flight, sample: median(rounds) });
+        }
+    }
+    let rate = |transport: &str| {
+        rows.iter()
+            .find(|r| r.transport == transport && r.in_flight == 64)
+            .map(|r| r.sample.per_second)
+            .unwrap_or(0.0)
+    };
+    let (ratio_vs_raw_nats_64, ratio_vs_http_64) =
+        (rate("switchyard") / rate("raw_nats").max(1.0), rate("switchyard") / rate("http").max(1.0));
+    service.stop().await;
+    raw_task.abort();
+    http_server.abort();
+
+    let breaker_overhead_ns = breaker_overhead(if config.quick { 20_000 } else { 1_000_000 }).await;
+    let (relay_events_per_second, audit_events_per_second) = events(&nats, config.events).await?;
+
+    Ok(Report {
+        machine: machine(),
+        nats_server: version,
+        rounds: config.rounds,
+        round_seconds: config.duration.as_secs_f64(),
+        sync: rows,
+        ratio_vs_raw_nats_64,
+        ratio_vs_http_64,
+        breaker_overhead_ns,
+        relay_events_per_second,
+        audit_events_per_second,
+        bench_process_peak_rss_mb: peak_rss_kb(std::process::id()) as f64 / 1024.0,
+        nats_server_peak_rss_mb: peak_rss_kb(nats_pid) as f64 / 1024.0,
+    })
+}
+
+/// Nanoseconds per call a breaker adds to a call that completes at once.
+async fn breaker_overhead(calls: u32) -> f64 {
+    let breaker = Breaker::new("overhead", BreakerConfig::default());
+    let bare = Instant::now();
+    for i in 0..calls {
+        let value = std::hint::black_box(async { Ok::<u32, std::io::Error>(i) }.await);
+        std::hint::black_box(value.is_ok());
+    }
+    let bare = bare.elapsed();
+    let wrapped = Instant::now();
+    for i in 0..calls {
+        let value = breaker.call(async { Ok::<u32, std::io::Error>(i) }).await;
+        std::hint::black_box(value.is_ok());
+    }
+    let wrapped = wrapped.elapsed();
+    (wrapped.as_nanos() as f64 - bare.as_nanos() as f64).max(0.0) / f64::from(calls)
+}
+
+/// The outbox relay's publish rate and the audit consumer's apply rate, on `events` events.
+async fn events(nats: &NatsServer, events: usize) -> anyhow::Result<(f64, f64)> {
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client);
+    switchyard::streams::ensure_streams(&js, &switchyard::streams::StreamSettings::default()).await?;
+    let db_file = TestDatabase::sqlite();
+    let db = Db::connect(db_file.url(), &inventory_service::MIGRATIONS).await?;
+    for chunk in 0..events.div_ceil(1000) {
+        let mut tx = db.begin_write().await?;
+        for _ in 0..1000.min(events - chunk * 1000) {
+            let (event_id, order_id) = (Uuid::new_v4(), Uuid::new_v4());
+            let event = OutboxEvent::new(
+                event_id,
+                names::order_event_subject("created", &order_id),
+                &serde_json::json!({ "event_id": event_id, "order_id": order_id, "user_id": "bench", "items": [] }),
+                new_traceparent(),
+            )?;
+            switchyard::outbox::enqueue(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+    }
+    let relay = Relay::new(db, js.clone(), "bench", RelayConfig::default());
+    let started = Instant::now();
+    let mut published = 0;
+    while published < events {
+        let n = relay.publish_pending().await.context("relay round")?;
+        if n == 0 {
+            break;
+        }
+        published += n;
+    }
+    let relay_rate = published as f64 / started.elapsed().as_secs_f64();
+
+    let audit_db_file = TestDatabase::sqlite();
+    let audit_db = Db::connect(audit_db_file.url(), &audit_service::MIGRATIONS).await?;
+    let trail = audit_service::trail::Trail::new(audit_db);
+    let consumer = Consumer::new(
+        js,
+        audit_service::app::consumer_spec(),
+        handler(move |delivery| {
+            let trail = trail.clone();
+            async move { trail.handle(delivery).await }
+        }),
+    );
+    let stats = consumer.stats();
+    let shutdown = Shutdown::new();
+    let started = Instant::now();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while stats.acked.load(Ordering::Relaxed) < published as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let applied = stats.acked.load(Ordering::Relaxed);
+    let audit_rate = applied as f64 / started.elapsed().as_secs_f64();
+    shutdown.trigger();
+    let _ = running.await;
+    Ok((relay_rate, audit_rate))
+}

@@ -262,3 +262,38 @@ async fn instances_sharing_a_durable_split_the_messages() {
         task.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_handler_that_outlasts_ack_wait_keeps_its_message_through_progress_acks() {
+    let (_nats, _client, js) = nats_with_streams().await;
+    let attempts = Arc::new(AtomicU64::new(0));
+    let seen = attempts.clone();
+    let mut slow = spec("long");
+    slow.ack_wait = Duration::from_secs(1);
+    let consumer = Consumer::new(
+        js.clone(),
+        slow,
+        handler(move |_delivery| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                // Three times ack_wait: without in-progress acks the server would redeliver.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok(())
+            }
+        }),
+    );
+    let stats = consumer.stats();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    publish(&js, Uuid::new_v4(), event(Uuid::new_v4())).await;
+    eventually(Duration::from_secs(15), "the slow message to be acked", || async {
+        stats.acked.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "the message was never redelivered under its handler");
+    let stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
+    assert_eq!(stream.consumer_info("long").await.unwrap().num_redelivered, 0);
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+}

@@ -34,6 +34,18 @@ pub struct SyncRow {
     pub sample: Sample,
 }
 
+/// One POST /orders measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrdersRow {
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
+    /// `services` (order-service -> NATS -> inventory-service, a database each) or `monolith`
+    /// (the same order logic calling the inventory logic as a function on one database).
+    pub mode: &'static str,
+    /// The median round at 64 in flight.
+    pub sample: Sample,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -51,6 +63,10 @@ pub struct Report {
     pub ratio_vs_raw_nats_64: f64,
     /// Switchyard req/s over HTTP req/s at 64 in flight.
     pub ratio_vs_http_64: f64,
+    /// POST /orders end to end: the services over NATS against the monolith, per database.
+    pub orders: Vec<OrdersRow>,
+    /// Distributed orders/s over monolith orders/s, per database.
+    pub orders_ratio: Vec<(String, f64)>,
     /// Nanoseconds a call through the breaker costs more than the bare call.
     pub breaker_overhead_ns: f64,
     /// Outbox relay: events published (acked) per second.
@@ -87,6 +103,20 @@ impl Report {
                 s.cpu_us_per_request,
                 s.errors
             ));
+        }
+        out.push_str(&format!(
+            "\nPOST /orders at 64 in flight\n{:<9} {:<9} {:>9} {:>9} {:>9} {:>11}\n",
+            "database", "mode", "orders/s", "p50 ms", "p99 ms", "cpu us/req"
+        ));
+        for row in &self.orders {
+            let s = &row.sample;
+            out.push_str(&format!(
+                "{:<9} {:<9} {:>9.0} {:>9.3} {:>9.3} {:>11.1}\n",
+                row.database, row.mode, s.per_second, s.p50_ms, s.p99_ms, s.cpu_us_per_request
+            ));
+        }
+        for (database, ratio) in &self.orders_ratio {
+            out.push_str(&format!("services / monolith on {database}: {ratio:.2}x\n"));
         }
         out.push_str(&format!(
             "\nswitchyard / raw NATS at 64 in flight: {:.2}x\nswitchyard / HTTP at 64 in flight:     {:.2}x\n\
@@ -255,6 +285,22 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     raw_task.abort();
     http_server.abort();
 
+    let mut orders = Vec::new();
+    let mut orders_ratio = Vec::new();
+    for database in ["sqlite", "postgres"] {
+        let mut services = Vec::new();
+        let mut monolith = Vec::new();
+        for _ in 0..config.rounds {
+            // A fresh broker per run: no stream or durable consumer carries over between modes.
+            services.push(orders_through_services(&NatsServer::start(), database, config.duration).await?);
+            monolith.push(orders_in_monolith(&NatsServer::start(), database, config.duration).await?);
+        }
+        let (services, monolith) = (median(services), median(monolith));
+        orders_ratio.push((database.to_string(), services.per_second / monolith.per_second.max(1.0)));
+        orders.push(OrdersRow { database, mode: "services", sample: services });
+        orders.push(OrdersRow { database, mode: "monolith", sample: monolith });
+    }
+
     let breaker_overhead_ns = breaker_overhead(if config.quick { 20_000 } else { 1_000_000 }).await;
     let (relay_events_per_second, audit_events_per_second) = events(&nats, config.events).await?;
 
@@ -264,6 +310,8 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         rounds: config.rounds,
         round_seconds: config.duration.as_secs_f64(),
         sync: rows,
+        orders,
+        orders_ratio,
         ratio_vs_raw_nats_64,
         ratio_vs_http_64,
         breaker_overhead_ns,
@@ -349,4 +397,133 @@ async fn events(nats: &NatsServer, events: usize) -> anyhow::Result<(f64, f64)> 
     shutdown.trigger();
     let _ = running.await;
     Ok((relay_rate, audit_rate))
+}
+
+/// Both schemas on one database, for the monolith.
+const MONOLITH: switchyard::db::Migrations = switchyard::db::Migrations {
+    sqlite: &[
+        switchyard::db::Migration { version: 1, description: "inventory", sql: inventory_service::SCHEMA },
+        switchyard::db::Migration { version: 2, description: "orders", sql: order_service::SCHEMA },
+        switchyard::db::Migration { version: 3, description: "outbox", sql: switchyard::outbox::SQLITE_SQL },
+    ],
+    postgres: &[
+        switchyard::db::Migration { version: 1, description: "inventory", sql: inventory_service::SCHEMA },
+        switchyard::db::Migration { version: 2, description: "orders", sql: order_service::SCHEMA },
+        switchyard::db::Migration {
+            version: 3,
+            description: "outbox",
+            sql: switchyard::outbox::POSTGRES_SQL,
+        },
+    ],
+};
+
+const ORDER_SKUS: usize = 200;
+
+async fn database(kind: &str) -> TestDatabase {
+    if kind == "postgres" { TestDatabase::postgres().await } else { TestDatabase::sqlite() }
+}
+
+/// POST /orders at 64 in flight against `base_url` for `duration`.
+async fn drive_orders(base_url: &str, duration: Duration, other_pids: &[u32]) -> Sample {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(128).build().unwrap_or_default();
+    let url = format!("{base_url}/orders");
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    drive(64, duration, other_pids, move || {
+        let (http, url, counter) = (http.clone(), url.clone(), counter.clone());
+        async move {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let body = serde_json::json!({
+                "user_id": "bench",
+                "items": [{ "sku": format!("OSKU-{}", n % ORDER_SKUS as u64), "quantity": 1 }],
+            });
+            matches!(http.post(&url).json(&body).send().await, Ok(r) if r.status().as_u16() == 201)
+        }
+    })
+    .await
+}
+
+/// order-service -> NATS -> inventory-service, each on its own database. inventory-service also
+/// runs its durable consumer (it commits the reservations of the orders as they come in), as in
+/// production; the monolith has no asynchronous side.
+async fn orders_through_services(
+    nats: &NatsServer,
+    kind: &str,
+    duration: Duration,
+) -> anyhow::Result<Sample> {
+    use clap::Parser;
+    let (inventory_db, orders_db) = (database(kind).await, database(kind).await);
+    let shutdown = Shutdown::new();
+    let inventory = inventory_service::App::build(inventory_service::Config::parse_from([
+        "inventory-service",
+        "--nats-url",
+        &nats.url(),
+        "--database-url",
+        inventory_db.url(),
+    ]))
+    .await?;
+    for i in 0..ORDER_SKUS {
+        inventory
+            .inventory()
+            .restock(&RestockRequest { sku: format!("OSKU-{i}"), quantity: 1_000_000 })
+            .await?;
+    }
+    let inventory_task = tokio::spawn(inventory.run_until_stopped(shutdown.clone()));
+    let orders = order_service::App::build(order_service::Config::parse_from([
+        "order-service",
+        "--nats-url",
+        &nats.url(),
+        "--database-url",
+        orders_db.url(),
+        "--http-addr",
+        "127.0.0.1:0",
+    ]))
+    .await?;
+    let base_url = format!("http://127.0.0.1:{}", orders.port());
+    let orders_task = tokio::spawn(orders.run_until_stopped(shutdown.clone()));
+    let sample = drive_orders(&base_url, duration, &nats.pid().into_iter().collect::<Vec<_>>()).await;
+    shutdown.trigger();
+    let _ = orders_task.await;
+    let _ = inventory_task.await;
+    Ok(sample)
+}
+
+/// The same order logic calling the inventory logic as a function, both on one database.
+async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -> anyhow::Result<Sample> {
+    let file = database(kind).await;
+    let db = Db::connect(file.url(), &MONOLITH).await?;
+    let inventory = inventory_service::Inventory::new(db.clone(), Duration::from_secs(900));
+    for i in 0..ORDER_SKUS {
+        inventory.restock(&RestockRequest { sku: format!("OSKU-{i}"), quantity: 1_000_000 }).await?;
+    }
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let relay = Relay::new(db.clone(), js.clone(), "monolith", RelayConfig::default());
+    let shutdown = Shutdown::new();
+    let relay_task = tokio::spawn(relay.clone().run(shutdown.clone()));
+    let metrics = Arc::new(order_service::metrics::Metrics::default());
+    let orders = order_service::orders::OrderService::new(
+        order_service::store::OrderStore::new(db),
+        order_service::inventory::InventoryClient::local(
+            inventory,
+            Arc::new(Breaker::new(names::INVENTORY_SERVICE, BreakerConfig::default())),
+        ),
+        metrics.clone(),
+        relay.waker(),
+    );
+    let state = order_service::http::AppState { orders, nats: client, metrics, js };
+    let limits =
+        order_service::http::HttpLimits { body_limit: 64 * 1024, request_timeout: Duration::from_secs(10) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let signal = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, order_service::http::router(state, limits))
+            .with_graceful_shutdown(async move { signal.wait().await })
+            .await
+    });
+    let sample = drive_orders(&base_url, duration, &nats.pid().into_iter().collect::<Vec<_>>()).await;
+    shutdown.trigger();
+    let _ = server.await;
+    let _ = relay_task.await;
+    Ok(sample)
 }

@@ -27,4 +27,10 @@ fn the_quick_benchmark_runs_every_measurement_and_writes_its_report() {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
     }
     assert!(report["breaker_overhead_ns"].as_f64().is_some());
+    let orders = report["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 4, "services and monolith on SQLite and Postgres");
+    for row in orders {
+        assert!(row["sample"]["per_second"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert_eq!(report["orders_ratio"].as_array().unwrap().len(), 2);
 }

@@ -11,17 +11,17 @@ pub use store::{Inventory, InventoryError};
 use switchyard::db::{Migration, Migrations};
 
 /// The schema shared by SQLite and Postgres (it uses only types both have).
-const INIT: &str = include_str!("../migrations/0001_init.sql");
+pub const SCHEMA: &str = include_str!("../migrations/0001_init.sql");
 
 /// The inventory schema, per backend, embedded at compile time.
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
-        Migration { version: 1, description: "init", sql: INIT },
+        Migration { version: 1, description: "init", sql: SCHEMA },
         Migration { version: 2, description: "outbox", sql: switchyard::outbox::SQLITE_SQL },
         Migration { version: 3, description: "inbox", sql: switchyard::inbox::SQL },
     ],
     postgres: &[
-        Migration { version: 1, description: "init", sql: INIT },
+        Migration { version: 1, description: "init", sql: SCHEMA },
         Migration { version: 2, description: "outbox", sql: switchyard::outbox::POSTGRES_SQL },
         Migration { version: 3, description: "inbox", sql: switchyard::inbox::SQL },
     ],

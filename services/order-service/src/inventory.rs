@@ -31,17 +31,33 @@ pub enum ReserveError {
     },
 }
 
+/// Where the inventory is.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// The `inventory` micro service, over NATS.
+    Remote(RequestClient),
+    /// The inventory logic as a function on the same database: the "monolith" the benchmarks
+    /// compare the distributed path against.
+    Local(inventory_service::Inventory),
+}
+
 /// Reserves and releases stock on the `inventory` micro service.
 #[derive(Debug, Clone)]
 pub struct InventoryClient {
-    client: RequestClient,
+    backend: Backend,
     breaker: Arc<Breaker>,
 }
 
 impl InventoryClient {
     /// A client whose reserves go through `breaker` (its timeout bounds each call).
     pub fn new(client: RequestClient, breaker: Arc<Breaker>) -> Self {
-        InventoryClient { client, breaker }
+        InventoryClient { backend: Backend::Remote(client), breaker }
+    }
+
+    /// An in-process inventory called as a function (no NATS, no breaker): the monolith mode of
+    /// the benchmarks.
+    pub fn local(inventory: inventory_service::Inventory, breaker: Arc<Breaker>) -> Self {
+        InventoryClient { backend: Backend::Local(inventory), breaker }
     }
 
     /// The breaker guarding inventory calls.
@@ -52,9 +68,23 @@ impl InventoryClient {
     /// Reserves `items` for the order, all or nothing.
     pub async fn reserve(&self, order_id: Uuid, items: &[Item]) -> Result<ReserveReply, ReserveError> {
         let request = ReserveRequest { order_id, items: items.to_vec() };
+        let client = match &self.backend {
+            Backend::Remote(client) => client,
+            Backend::Local(inventory) => {
+                return inventory.reserve(&request).await.map_err(|err| match err {
+                    inventory_service::InventoryError::Conflict(message) => {
+                        ReserveError::Refused { code: 409, message }
+                    }
+                    other => ReserveError::Unavailable {
+                        retry_after: Duration::from_secs(1),
+                        reason: error_chain(&other),
+                    },
+                });
+            }
+        };
         let timeout = self.breaker.config().timeout;
         let call =
-            self.client.request_with_timeout::<_, ReserveReply>(names::INVENTORY_RESERVE, &request, timeout);
+            client.request_with_timeout::<_, ReserveReply>(names::INVENTORY_RESERVE, &request, timeout);
         // The fallback is the answer "unavailable, retry later" (HTTP 503), counted by the breaker.
         let call = async move { call.await.map(Ok) };
         self.breaker
@@ -81,8 +111,14 @@ impl InventoryClient {
     }
 
     /// Releases the order's reservation (used when an accepted reservation cannot be recorded).
-    pub async fn release(&self, order_id: Uuid) -> Result<ReleaseReply, RequestError> {
-        self.client.request(names::INVENTORY_RELEASE, &ReleaseRequest { order_id }).await
+    pub async fn release(&self, order_id: Uuid) -> Result<ReleaseReply, String> {
+        let request = ReleaseRequest { order_id };
+        match &self.backend {
+            Backend::Remote(client) => {
+                client.request(names::INVENTORY_RELEASE, &request).await.map_err(|err| error_chain(&err))
+            }
+            Backend::Local(inventory) => inventory.release(&request).await.map_err(|err| error_chain(&err)),
+        }
     }
 }
 

@@ -497,6 +497,7 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
     }
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
+    switchyard::streams::ensure_streams(&js, &switchyard::streams::StreamSettings::default()).await?;
     let relay = Relay::new(db.clone(), js.clone(), "monolith", RelayConfig::default());
     let shutdown = Shutdown::new();
     let relay_task = tokio::spawn(relay.clone().run(shutdown.clone()));

@@ -243,6 +243,14 @@ impl Report {
             "service", "version", "instances", "endpoint", "requests", "errors", "avg", "last error"
         ));
         for service in &self.services {
+            if service.endpoints.is_empty() {
+                out.push_str(&format!(
+                    "{:<11} {:<8} {:>9}  (no endpoints)\n",
+                    service.name,
+                    service.version,
+                    service.instances.len()
+                ));
+            }
             for (i, endpoint) in service.endpoints.iter().enumerate() {
                 let (name, version, instances) = if i == 0 {
                     (service.name.as_str(), service.version.as_str(), service.instances.len().to_string())

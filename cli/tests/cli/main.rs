@@ -157,6 +157,7 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     assert_eq!(orders_stream["messages"].as_u64().unwrap(), accepted * 3);
     let (text, ok) = up.run(&["status"]).await;
     assert!(ok && text.contains("SERVICES") && text.contains("breaker inventory is closed"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("email") && l.contains("(no endpoints)")), "{text}");
 
     // dlq: a poison event lands in the DLQ once per consumer; show, replay and purge.
     let client = async_nats::ConnectOptions::with_user_and_password("ops".into(), "dev-ops".into())

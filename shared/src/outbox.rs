@@ -27,10 +27,13 @@ use uuid::Uuid;
 use crate::db::{Backend, Db};
 use crate::shutdown::Shutdown;
 
-/// The outbox table for SQLite.
-pub const SQLITE_SQL: &str = "CREATE TABLE outbox (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id      TEXT NOT NULL UNIQUE,
+/// The outbox table; only the id column differs between the backends.
+macro_rules! outbox_table {
+    ($id:literal) => {
+        concat!(
+            "CREATE TABLE outbox (\n    id            ",
+            $id,
+            ",\n    event_id      TEXT NOT NULL UNIQUE,
     subject       TEXT NOT NULL,
     payload       TEXT NOT NULL,
     headers       TEXT NOT NULL,
@@ -41,23 +44,16 @@ pub const SQLITE_SQL: &str = "CREATE TABLE outbox (
     sent_at_ms    BIGINT,
     stream_seq    BIGINT
 );
-CREATE INDEX outbox_pending ON outbox (sent_at_ms, id);";
+CREATE INDEX outbox_pending ON outbox (sent_at_ms, id);"
+        )
+    };
+}
+
+/// The outbox table for SQLite.
+pub const SQLITE_SQL: &str = outbox_table!("INTEGER PRIMARY KEY AUTOINCREMENT");
 
 /// The outbox table for Postgres.
-pub const POSTGRES_SQL: &str = "CREATE TABLE outbox (
-    id            BIGSERIAL PRIMARY KEY,
-    event_id      TEXT NOT NULL UNIQUE,
-    subject       TEXT NOT NULL,
-    payload       TEXT NOT NULL,
-    headers       TEXT NOT NULL,
-    created_at    TEXT NOT NULL,
-    attempts      BIGINT NOT NULL DEFAULT 0,
-    claimed_by    TEXT,
-    claimed_until BIGINT,
-    sent_at_ms    BIGINT,
-    stream_seq    BIGINT
-);
-CREATE INDEX outbox_pending ON outbox (sent_at_ms, id);";
+pub const POSTGRES_SQL: &str = outbox_table!("BIGSERIAL PRIMARY KEY");
 
 /// Header carrying the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
@@ -434,6 +430,16 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outbox_schema_differs_between_backends_only_in_the_id_column() {
+        assert!(SQLITE_SQL.contains("id            INTEGER PRIMARY KEY AUTOINCREMENT,"));
+        assert!(POSTGRES_SQL.contains("id            BIGSERIAL PRIMARY KEY,"));
+        assert_eq!(
+            SQLITE_SQL.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "X"),
+            POSTGRES_SQL.replace("BIGSERIAL PRIMARY KEY", "X")
+        );
+    }
 
     #[test]
     fn a_child_traceparent_keeps_the_trace_and_changes_the_span() {

@@ -5,7 +5,7 @@ It proves another language can consume the same events with nothing but the docu
 subjects and JSON: it creates the durable consumer `python-reader` on `events.orders.created.*`,
 fetches, checks each event's fields, acks, and prints one line per order.
 
-    python js_consumer.py --url nats://127.0.0.1:4222 --expect 3
+    python js_consumer.py --url nats://127.0.0.1:<port> --expect 3
 """
 
 import argparse

@@ -5,7 +5,7 @@ It does what `nats micro ls`, `nats micro info inventory` and `nats req inventor
 against a running Switchyard, and checks the answers. It proves a service written in Rust is
 discoverable and callable from another language with nothing but the documented JSON contract.
 
-    python micro_cli.py --url nats://127.0.0.1:4222 --sku A-1 --available 5
+    python micro_cli.py --url nats://127.0.0.1:<port> --sku A-1 --available 5
 
 Exits 0 when every check passes; prints what it saw either way.
 """

@@ -229,28 +229,27 @@ async fn consumer_counts(js: &async_nats::jetstream::Context) -> anyhow::Result<
     Ok(counts)
 }
 
-/// Waits until every durable consumer on `ORDERS` has nothing pending and nothing unacked.
+/// True when every durable consumer on `ORDERS` has nothing pending and nothing unacked (a
+/// consumer that cannot be looked up counts as busy).
+async fn consumers_idle(stream: &async_nats::jetstream::stream::Stream) -> bool {
+    for name in [names::INVENTORY_CONSUMER, names::EMAIL_CONSUMER, names::AUDIT_CONSUMER] {
+        match stream.consumer_info(name).await {
+            Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Waits until every durable consumer on `ORDERS` is idle, twice in a row 300 ms apart: the
+/// lifecycle events the consumers publish themselves arrive just after they go idle.
 async fn wait_for_consumers(js: &async_nats::jetstream::Context, deadline: Duration) -> anyhow::Result<bool> {
     let stream = js.get_stream(names::ORDERS_STREAM).await.context("no ORDERS stream")?;
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        let mut busy = false;
-        for name in [names::INVENTORY_CONSUMER, names::EMAIL_CONSUMER, names::AUDIT_CONSUMER] {
-            match stream.consumer_info(name).await {
-                Ok(info) => busy |= info.num_pending > 0 || info.num_ack_pending > 0,
-                Err(_) => busy = true,
-            }
-        }
-        if !busy {
-            // Lifecycle events published by the consumers themselves need one more look.
+        if consumers_idle(&stream).await {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let mut settled = true;
-            for name in [names::INVENTORY_CONSUMER, names::EMAIL_CONSUMER, names::AUDIT_CONSUMER] {
-                if let Ok(info) = stream.consumer_info(name).await {
-                    settled &= info.num_pending == 0 && info.num_ack_pending == 0;
-                }
-            }
-            if settled {
+            if consumers_idle(&stream).await {
                 return Ok(true);
             }
         }

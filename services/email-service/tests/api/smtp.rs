@@ -43,6 +43,24 @@ async fn smtp_sink_on(port: u16) -> SmtpSink {
     SmtpSink { child, port, maildir }
 }
 
+/// email-service on `db`, sending to the SMTP server on `port`, with `extra` flags.
+async fn start_email(
+    nats: &switchyard::testkit::NatsServer,
+    db: &TestDatabase,
+    port: u16,
+    extra: &[&str],
+) -> (Shutdown, tokio::task::JoinHandle<()>) {
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let mut args = vec!["email-service", "--nats-url"];
+    let url = nats.url();
+    args.extend([url.as_str(), "--database-url", db.url(), "--smtp-url", smtp_url.as_str()]);
+    args.extend_from_slice(extra);
+    let app = email_service::App::build(email_service::Config::parse_from(args)).await.unwrap();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    (shutdown, running)
+}
+
 fn delivered(sink: &SmtpSink) -> Vec<String> {
     let new = sink.maildir.path().join("mail/new");
     let Ok(entries) = std::fs::read_dir(new) else { return Vec::new() };
@@ -54,18 +72,7 @@ async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arriv
     let (nats, js) = nats().await;
     let sink = smtp_sink_on(free_port()).await;
     let db = TestDatabase::sqlite();
-    let config = email_service::Config::parse_from([
-        "email-service",
-        "--nats-url",
-        &nats.url(),
-        "--database-url",
-        db.url(),
-        "--smtp-url",
-        &format!("smtp://127.0.0.1:{}", sink.port),
-    ]);
-    let app = email_service::App::build(config).await.unwrap();
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let (shutdown, running) = start_email(&nats, &db, sink.port, &[]).await;
 
     let first = publish_created(&js, Some("first@example.com")).await;
     let second = publish_created(&js, Some("second@example.com")).await;
@@ -106,22 +113,8 @@ async fn an_smtp_outage_is_retried_until_the_server_is_back() {
     // Nothing listens on this port yet.
     let port = free_port();
     let db = TestDatabase::sqlite();
-    let config = email_service::Config::parse_from([
-        "email-service",
-        "--nats-url",
-        &nats.url(),
-        "--database-url",
-        db.url(),
-        "--smtp-url",
-        &format!("smtp://127.0.0.1:{port}"),
-        "--retry-backoff",
-        "200ms",
-        "--max-deliver",
-        "50",
-    ]);
-    let app = email_service::App::build(config).await.unwrap();
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let (shutdown, running) =
+        start_email(&nats, &db, port, &["--retry-backoff", "200ms", "--max-deliver", "50"]).await;
     publish_created(&js, Some("late@example.com")).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 0);

@@ -183,7 +183,11 @@ impl Stack {
 
     /// Rows of a consumer service's inbox.
     pub async fn inbox(&self, db: &TestDatabase, consumer: &str) -> i64 {
-        count(db, &format!("SELECT COUNT(*) FROM inbox WHERE consumer = '{consumer}'")).await
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(db.url()).await.expect("connect");
+        let n = switchyard::inbox::count(&pool, consumer).await.expect("inbox count");
+        pool.close().await;
+        n
     }
 
     /// Waits until `filter` has `n` events in `ORDERS`.
@@ -194,13 +198,8 @@ impl Stack {
 }
 
 /// Runs a `SELECT COUNT(*)` on a test database.
-pub async fn count(db: &TestDatabase, sql: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(db.url()).await.expect("connect");
-    let n: i64 =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&pool).await.expect("count");
-    pool.close().await;
-    n
+pub async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
+    switchyard::testkit::count(db.url(), sql).await
 }
 
 /// The whole stack with one instance of each service, on a server without authentication.

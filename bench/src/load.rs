@@ -48,7 +48,8 @@ pub struct Sample {
     pub cpu_us_per_request: f64,
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+/// The `p`th percentile of sorted microsecond values, in milliseconds.
+pub fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -106,9 +107,9 @@ where
     Sample {
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         errors,
-        p50_ms: percentile(&latencies, 50.0),
-        p99_ms: percentile(&latencies, 99.0),
-        p999_ms: percentile(&latencies, 99.9),
+        p50_ms: percentile_ms(&latencies, 50.0),
+        p99_ms: percentile_ms(&latencies, 99.0),
+        p999_ms: percentile_ms(&latencies, 99.9),
         cpu_us_per_request: cpu_after.saturating_sub(cpu_before) as f64 / answered,
     }
 }

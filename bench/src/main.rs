@@ -6,11 +6,17 @@
 //!   doing the same lookup, at 1 and 64 requests in flight: req/s, p50/p99/p99.9 and CPU
 //!   microseconds per request (this process plus nats-server);
 //! - the circuit breaker's overhead per call;
-//! - the outbox relay's publish rate and the audit consumer's applied events per second.
+//! - POST /orders through the services (over NATS, a database each) against a monolith of the
+//!   same logic, on SQLite and Postgres;
+//! - the outbox relay's publish rate and each consumer's applied events per second on a backlog;
+//! - the four services as processes at fixed order rates: order accepted -> all three consumers
+//!   done (p50/p99), and each service's peak RSS and CPU per order.
 //!
 //! It prints a table and writes a JSON report. `--quick` runs one short round (for CI).
 
+mod events;
 mod load;
+mod pipeline;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -35,6 +41,14 @@ pub struct Config {
     #[arg(long, env = "BENCH_EVENTS", default_value_t = 20_000)]
     pub events: usize,
 
+    /// Order rates (orders/s) the pipeline offers, each for one round's duration.
+    #[arg(long, env = "BENCH_PIPELINE_RATES", value_delimiter = ',', default_value = "250,500,1000")]
+    pub pipeline_rates: Vec<u32>,
+
+    /// Only these sections (comma-separated); all when not given.
+    #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',')]
+    pub only: Vec<Section>,
+
     /// One short round of everything (a smoke test of the benchmark itself).
     #[arg(long)]
     pub quick: bool,
@@ -44,6 +58,28 @@ pub struct Config {
     pub report: PathBuf,
 }
 
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// `inventory.check`: Switchyard, raw NATS, HTTP.
+    Sync,
+    /// POST /orders: services against the monolith, SQLite and Postgres.
+    Orders,
+    /// The breaker's overhead per call (timing loop).
+    Breaker,
+    /// The outbox relay and the three consumers on a backlog.
+    Events,
+    /// The four services as processes at fixed order rates.
+    Pipeline,
+}
+
+impl Config {
+    /// Whether `section` is measured in this run.
+    pub fn runs(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut config = Config::parse();
@@ -51,6 +87,10 @@ async fn main() -> anyhow::Result<()> {
         config.rounds = 1;
         config.duration = Duration::from_millis(500);
         config.events = 500;
+        config.pipeline_rates = vec![100];
+    }
+    if config.pipeline_rates.contains(&0) {
+        anyhow::bail!("--pipeline-rates must be positive");
     }
     switchyard::telemetry::init_with_default(switchyard::config::LogFormat::Text, "warn");
     let report = scenarios::run(&config).await?;

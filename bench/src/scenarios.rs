@@ -12,16 +12,14 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use switchyard::breaker::{Breaker, BreakerConfig};
 use switchyard::client::RequestClient;
-use switchyard::consumer::{Consumer, handler};
 use switchyard::contracts::{CheckReply, CheckRequest, Item, RestockRequest};
 use switchyard::db::Db;
-use switchyard::outbox::{OutboxEvent, Relay, RelayConfig, new_traceparent};
+use switchyard::outbox::{Relay, RelayConfig};
 use switchyard::testkit::{NatsServer, TestDatabase};
 use switchyard::{Shutdown, names};
-use uuid::Uuid;
 
-use crate::Config;
 use crate::load::{Sample, drive, median, peak_rss_kb};
+use crate::{Config, Section};
 
 /// One request-reply measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +44,27 @@ pub struct OrdersRow {
     pub sample: Sample,
 }
 
-/// Everything one run measured.
+/// `inventory.check` over the three transports.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// One row per transport and in-flight count.
+    pub rows: Vec<SyncRow>,
+    /// Switchyard req/s over raw NATS req/s at 64 in flight.
+    pub ratio_vs_raw_nats_64: f64,
+    /// Switchyard req/s over HTTP req/s at 64 in flight.
+    pub ratio_vs_http_64: f64,
+}
+
+/// POST /orders through the services against the monolith.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrdersReport {
+    /// Services and monolith, per database.
+    pub rows: Vec<OrdersRow>,
+    /// Services orders/s over monolith orders/s, per database.
+    pub ratios: Vec<(String, f64)>,
+}
+
+/// Everything one run measured; a section left out with `--only` is absent.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Cores and memory of the machine.
@@ -58,78 +76,124 @@ pub struct Report {
     /// Seconds per request-reply round.
     pub round_seconds: f64,
     /// `inventory.check` over each transport.
-    pub sync: Vec<SyncRow>,
-    /// Switchyard req/s over raw NATS req/s at 64 in flight.
-    pub ratio_vs_raw_nats_64: f64,
-    /// Switchyard req/s over HTTP req/s at 64 in flight.
-    pub ratio_vs_http_64: f64,
+    pub sync: Option<SyncReport>,
     /// POST /orders end to end: the services over NATS against the monolith, per database.
-    pub orders: Vec<OrdersRow>,
-    /// Distributed orders/s over monolith orders/s, per database.
-    pub orders_ratio: Vec<(String, f64)>,
-    /// Nanoseconds a call through the breaker costs more than the bare call.
-    pub breaker_overhead_ns: f64,
-    /// Outbox relay: events published (acked) per second.
-    pub relay_events_per_second: f64,
-    /// The audit consumer: events applied (recorded and acked) per second.
-    pub audit_events_per_second: f64,
-    /// Peak RSS of this process (which hosts the inventory service and the clients), in MB.
+    pub orders: Option<OrdersReport>,
+    /// Nanoseconds a call through the breaker costs more than the bare call (a timing loop; the
+    /// criterion benchmark `cargo bench -p switchyard-bench --bench breaker` measures the same).
+    pub breaker_overhead_ns: Option<f64>,
+    /// The relay and the consumers on a backlog.
+    pub events: Option<crate::events::EventsReport>,
+    /// The four services as processes at fixed order rates.
+    pub pipeline: Option<crate::pipeline::PipelineReport>,
+    /// Peak RSS of this process (the in-process services of `sync`, `orders` and `events`, and
+    /// every client), in MB.
     pub bench_process_peak_rss_mb: f64,
-    /// Peak RSS of nats-server, in MB.
-    pub nats_server_peak_rss_mb: f64,
 }
 
 impl Report {
-    /// The report as a text table.
+    /// The report as text tables.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "machine: {}; {}; {} round(s) of {:.1} s, median round shown\n\n",
+            "machine: {}; {}; {} round(s) of {:.1} s, median round shown\n",
             self.machine, self.nats_server, self.rounds, self.round_seconds
         );
-        out.push_str(&format!(
-            "{:<11} {:>9} {:>10} {:>9} {:>9} {:>10} {:>11} {:>7}\n",
-            "transport", "in flight", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "cpu us/req", "errors"
-        ));
-        for row in &self.sync {
-            let s = &row.sample;
+        if let Some(sync) = &self.sync {
             out.push_str(&format!(
-                "{:<11} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>10.3} {:>11.1} {:>7}\n",
-                row.transport,
-                row.in_flight,
-                s.per_second,
-                s.p50_ms,
-                s.p99_ms,
-                s.p999_ms,
-                s.cpu_us_per_request,
-                s.errors
+                "\ninventory.check\n{:<11} {:>9} {:>10} {:>9} {:>9} {:>10} {:>11} {:>7}\n",
+                "transport", "in flight", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "cpu us/req", "errors"
+            ));
+            for row in &sync.rows {
+                let s = &row.sample;
+                out.push_str(&format!(
+                    "{:<11} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>10.3} {:>11.1} {:>7}\n",
+                    row.transport,
+                    row.in_flight,
+                    s.per_second,
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.p999_ms,
+                    s.cpu_us_per_request,
+                    s.errors
+                ));
+            }
+            out.push_str(&format!(
+                "switchyard / raw NATS at 64 in flight: {:.2}x\nswitchyard / HTTP at 64 in flight:     {:.2}x\n",
+                sync.ratio_vs_raw_nats_64, sync.ratio_vs_http_64
             ));
         }
-        out.push_str(&format!(
-            "\nPOST /orders at 64 in flight\n{:<9} {:<9} {:>9} {:>9} {:>9} {:>11}\n",
-            "database", "mode", "orders/s", "p50 ms", "p99 ms", "cpu us/req"
-        ));
-        for row in &self.orders {
-            let s = &row.sample;
+        if let Some(orders) = &self.orders {
             out.push_str(&format!(
-                "{:<9} {:<9} {:>9.0} {:>9.3} {:>9.3} {:>11.1}\n",
-                row.database, row.mode, s.per_second, s.p50_ms, s.p99_ms, s.cpu_us_per_request
+                "\nPOST /orders at 64 in flight\n{:<9} {:<9} {:>9} {:>9} {:>9} {:>11}\n",
+                "database", "mode", "orders/s", "p50 ms", "p99 ms", "cpu us/req"
             ));
+            for row in &orders.rows {
+                let s = &row.sample;
+                out.push_str(&format!(
+                    "{:<9} {:<9} {:>9.0} {:>9.3} {:>9.3} {:>11.1}\n",
+                    row.database, row.mode, s.per_second, s.p50_ms, s.p99_ms, s.cpu_us_per_request
+                ));
+            }
+            for (database, ratio) in &orders.ratios {
+                out.push_str(&format!("services / monolith on {database}: {ratio:.2}x\n"));
+            }
         }
-        for (database, ratio) in &self.orders_ratio {
-            out.push_str(&format!("services / monolith on {database}: {ratio:.2}x\n"));
+        if let Some(ns) = self.breaker_overhead_ns {
+            out.push_str(&format!("\nbreaker overhead per call: {ns:.0} ns\n"));
         }
-        out.push_str(&format!(
-            "\nswitchyard / raw NATS at 64 in flight: {:.2}x\nswitchyard / HTTP at 64 in flight:     {:.2}x\n\
-             breaker overhead per call:             {:.0} ns\noutbox relay:                          {:.0} events/s\n\
-             audit consumer:                        {:.0} events/s\npeak RSS: bench process {:.1} MB, nats-server {:.1} MB\n",
-            self.ratio_vs_raw_nats_64,
-            self.ratio_vs_http_64,
-            self.breaker_overhead_ns,
-            self.relay_events_per_second,
-            self.audit_events_per_second,
-            self.bench_process_peak_rss_mb,
-            self.nats_server_peak_rss_mb,
-        ));
+        if let Some(events) = &self.events {
+            out.push_str(&format!(
+                "\nevents ({} in the backlog)\noutbox relay: {:.0} events/s (JetStream publish alone: {:.0}/s)\n\
+                 a pull consumer that only acks: {:.0} events/s\n",
+                events.events,
+                events.relay_events_per_second,
+                events.jetstream_publish_per_second,
+                events.jetstream_consume_per_second
+            ));
+            for c in &events.consumers {
+                out.push_str(&format!(
+                    "consumer {:<10} max batch {:>3}: {:>8.0} events/s\n",
+                    c.consumer, c.max_batch, c.events_per_second
+                ));
+            }
+        }
+        if let Some(pipeline) = &self.pipeline {
+            out.push_str(&format!(
+                "\npipeline: four services as processes, {:.0} s per rate; done = all three consumers acked\n\
+                 {:>8} {:>10} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}\n",
+                pipeline.seconds_per_rate,
+                "offered",
+                "accepted/s",
+                "failed",
+                "http p50",
+                "http p99",
+                "done",
+                "done p50",
+                "done p99",
+                "done max"
+            ));
+            for r in &pipeline.rates {
+                out.push_str(&format!(
+                    "{:>8} {:>10.0} {:>7} {:>8.1} {:>8.1} {:>8} {:>9.1} {:>9.1} {:>9.1}\n",
+                    r.offered_per_second,
+                    r.accepted_per_second,
+                    r.failed,
+                    r.http_p50_ms,
+                    r.http_p99_ms,
+                    r.done,
+                    r.done_p50_ms,
+                    r.done_p99_ms,
+                    r.done_max_ms
+                ));
+            }
+            for s in &pipeline.services {
+                out.push_str(&format!(
+                    "{:<18} peak RSS {:>6.1} MB, {:>7.0} CPU us/order\n",
+                    s.service, s.peak_rss_mb, s.cpu_us_per_order
+                ));
+            }
+        }
+        out.push_str(&format!("\npeak RSS of the bench process: {:.1} MB\n", self.bench_process_peak_rss_mb));
         out
     }
 }
@@ -160,13 +224,43 @@ fn check_request(n: u64) -> CheckRequest {
 
 /// Runs every measurement.
 pub async fn run(config: &Config) -> anyhow::Result<Report> {
-    let nats = NatsServer::start();
-    let nats_pid = nats.pid().context("nats-server pid")?;
     let version = std::process::Command::new(switchyard::testkit::nats_server_binary())
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let sync = if config.runs(Section::Sync) { Some(sync(config).await?) } else { None };
+    let orders = if config.runs(Section::Orders) { Some(orders(config).await?) } else { None };
+    let breaker_overhead_ns = if config.runs(Section::Breaker) {
+        Some(breaker_overhead(if config.quick { 20_000 } else { 1_000_000 }).await)
+    } else {
+        None
+    };
+    let events =
+        if config.runs(Section::Events) { Some(crate::events::run(config.events).await?) } else { None };
+    let pipeline = if config.runs(Section::Pipeline) {
+        Some(crate::pipeline::run(&config.pipeline_rates, config.duration).await?)
+    } else {
+        None
+    };
+    Ok(Report {
+        machine: machine(),
+        nats_server: version,
+        rounds: config.rounds,
+        round_seconds: config.duration.as_secs_f64(),
+        sync,
+        orders,
+        breaker_overhead_ns,
+        events,
+        pipeline,
+        bench_process_peak_rss_mb: peak_rss_kb(std::process::id()) as f64 / 1024.0,
+    })
+}
+
+/// `inventory.check` over Switchyard, raw NATS and HTTP, at 1 and 64 in flight.
+async fn sync(config: &Config) -> anyhow::Result<SyncReport> {
+    let nats = NatsServer::start();
+    let nats_pid = nats.pid().context("nats-server pid")?;
 
     // The inventory logic on a real SQLite file, shared by the three transports.
     let db_file = TestDatabase::sqlite();
@@ -285,8 +379,13 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     raw_task.abort();
     http_server.abort();
 
-    let mut orders = Vec::new();
-    let mut orders_ratio = Vec::new();
+    Ok(SyncReport { rows, ratio_vs_raw_nats_64, ratio_vs_http_64 })
+}
+
+/// POST /orders through the services and in the monolith, on SQLite and Postgres.
+async fn orders(config: &Config) -> anyhow::Result<OrdersReport> {
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
     for database in ["sqlite", "postgres"] {
         let mut services = Vec::new();
         let mut monolith = Vec::new();
@@ -296,30 +395,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
             monolith.push(orders_in_monolith(&NatsServer::start(), database, config.duration).await?);
         }
         let (services, monolith) = (median(services), median(monolith));
-        orders_ratio.push((database.to_string(), services.per_second / monolith.per_second.max(1.0)));
-        orders.push(OrdersRow { database, mode: "services", sample: services });
-        orders.push(OrdersRow { database, mode: "monolith", sample: monolith });
+        ratios.push((database.to_string(), services.per_second / monolith.per_second.max(1.0)));
+        rows.push(OrdersRow { database, mode: "services", sample: services });
+        rows.push(OrdersRow { database, mode: "monolith", sample: monolith });
     }
-
-    let breaker_overhead_ns = breaker_overhead(if config.quick { 20_000 } else { 1_000_000 }).await;
-    let (relay_events_per_second, audit_events_per_second) = events(&nats, config.events).await?;
-
-    Ok(Report {
-        machine: machine(),
-        nats_server: version,
-        rounds: config.rounds,
-        round_seconds: config.duration.as_secs_f64(),
-        sync: rows,
-        orders,
-        orders_ratio,
-        ratio_vs_raw_nats_64,
-        ratio_vs_http_64,
-        breaker_overhead_ns,
-        relay_events_per_second,
-        audit_events_per_second,
-        bench_process_peak_rss_mb: peak_rss_kb(std::process::id()) as f64 / 1024.0,
-        nats_server_peak_rss_mb: peak_rss_kb(nats_pid) as f64 / 1024.0,
-    })
+    Ok(OrdersReport { rows, ratios })
 }
 
 /// Nanoseconds per call a breaker adds to a call that completes at once.
@@ -338,65 +418,6 @@ async fn breaker_overhead(calls: u32) -> f64 {
     }
     let wrapped = wrapped.elapsed();
     (wrapped.as_nanos() as f64 - bare.as_nanos() as f64).max(0.0) / f64::from(calls)
-}
-
-/// The outbox relay's publish rate and the audit consumer's apply rate, on `events` events.
-async fn events(nats: &NatsServer, events: usize) -> anyhow::Result<(f64, f64)> {
-    let client = nats.client().await;
-    let js = async_nats::jetstream::new(client);
-    switchyard::streams::ensure_streams(&js, &switchyard::streams::StreamSettings::default()).await?;
-    let db_file = TestDatabase::sqlite();
-    let db = Db::connect(db_file.url(), &inventory_service::MIGRATIONS).await?;
-    for chunk in 0..events.div_ceil(1000) {
-        let mut tx = db.begin_write().await?;
-        for _ in 0..1000.min(events - chunk * 1000) {
-            let (event_id, order_id) = (Uuid::new_v4(), Uuid::new_v4());
-            let event = OutboxEvent::new(
-                event_id,
-                names::order_event_subject("created", &order_id),
-                &serde_json::json!({ "event_id": event_id, "order_id": order_id, "user_id": "bench", "items": [] }),
-                new_traceparent(),
-            )?;
-            switchyard::outbox::enqueue(&mut tx, &event).await?;
-        }
-        tx.commit().await?;
-    }
-    let relay = Relay::new(db, js.clone(), "bench", RelayConfig::default());
-    let started = Instant::now();
-    let mut published = 0;
-    while published < events {
-        let n = relay.publish_pending().await.context("relay round")?;
-        if n == 0 {
-            break;
-        }
-        published += n;
-    }
-    let relay_rate = published as f64 / started.elapsed().as_secs_f64();
-
-    let audit_db_file = TestDatabase::sqlite();
-    let audit_db = Db::connect(audit_db_file.url(), &audit_service::MIGRATIONS).await?;
-    let trail = audit_service::trail::Trail::new(audit_db);
-    let consumer = Consumer::new(
-        js,
-        audit_service::app::consumer_spec(),
-        handler(move |delivery| {
-            let trail = trail.clone();
-            async move { trail.handle(delivery).await }
-        }),
-    );
-    let stats = consumer.stats();
-    let shutdown = Shutdown::new();
-    let started = Instant::now();
-    let running = tokio::spawn(consumer.run(shutdown.clone()));
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while stats.acked.load(Ordering::Relaxed) < published as u64 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let applied = stats.acked.load(Ordering::Relaxed);
-    let audit_rate = applied as f64 / started.elapsed().as_secs_f64();
-    shutdown.trigger();
-    let _ = running.await;
-    Ok((relay_rate, audit_rate))
 }
 
 /// Both schemas on one database, for the monolith.

@@ -8,6 +8,10 @@
 //!   it at once; [`HandleError::Transient`] naks with a growing delay, and once `max_deliver` is
 //!   reached the message goes to `DLQ` instead of around in circles.
 //! - A handler that runs long sends in-progress acks, so the message is not redelivered under it.
+//! - Group commit: a handler whose whole effect is database writes implements [`Apply`] instead;
+//!   each lane then applies the deliveries waiting for it (up to `max_batch`) in one write
+//!   transaction and acks them after the commit. A batch that fails is rolled back and its
+//!   deliveries are applied again one transaction each, so one bad event decides only its own fate.
 //! - Messages run concurrently on `concurrency` lanes; all events of one order (the last subject
 //!   token) go to the same lane, so each order's events are handled in stream order.
 //! - On shutdown it stops pulling, lets every lane finish the message it is on (and ack it), and
@@ -25,8 +29,10 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
+use sqlx::AnyConnection;
 use tokio::sync::mpsc;
 
+use crate::db::Db;
 use crate::shutdown::Shutdown;
 
 /// Header names of a dead letter.
@@ -71,6 +77,8 @@ pub struct ConsumerSpec {
     pub concurrency: usize,
     /// Messages pulled per request.
     pub batch: usize,
+    /// Deliveries one lane applies in one write transaction ([`Apply`] handlers only).
+    pub max_batch: usize,
 }
 
 impl ConsumerSpec {
@@ -91,6 +99,7 @@ impl ConsumerSpec {
             max_ack_pending: 4096,
             concurrency: 16,
             batch: 128,
+            max_batch: 64,
         }
     }
 
@@ -189,6 +198,43 @@ where
     Arc::new(move |delivery| Box::pin(f(delivery)))
 }
 
+/// What [`Apply::apply`] returns.
+pub type ApplyFuture<'a> = Pin<Box<dyn std::future::Future<Output = Result<(), HandleError>> + Send + 'a>>;
+
+/// A handler whose effect is all database writes, applied in a transaction the consumer owns so
+/// that several deliveries share one commit. It must not commit or roll back `tx` itself; an
+/// `Ok` that changes nothing (a repeat, seen in the inbox) is fine.
+pub trait Apply: Send + Sync + 'static {
+    /// Applies one delivery's effect inside `tx`.
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a>;
+
+    /// Applies several deliveries inside `tx`, in order. The default applies them one by one; a
+    /// handler can do better (one multi-row statement). On `Err` the consumer rolls back and
+    /// applies each again with [`Apply::apply`] in a transaction of its own, so the error need
+    /// not say which delivery failed.
+    fn apply_all<'a>(&'a self, tx: &'a mut AnyConnection, deliveries: &'a [&'a Delivery]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            for delivery in deliveries {
+                self.apply(tx, delivery).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Called after a transaction with at least one applied delivery committed (say, to wake the
+    /// outbox relay).
+    fn committed(&self) {}
+}
+
+/// How a consumer's messages are handled.
+#[derive(Clone)]
+enum Handling {
+    /// One handler call per message.
+    Each(Handler),
+    /// Group commit: a lane's waiting deliveries in one write transaction.
+    Batched { db: Db, apply: Arc<dyn Apply> },
+}
+
 /// What a consumer has done, since it started.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
@@ -200,6 +246,8 @@ pub struct ConsumerStats {
     pub dead_lettered: AtomicU64,
     /// Messages nak'd unstarted at shutdown.
     pub returned: AtomicU64,
+    /// Write transactions committed by group commit ([`Apply`] handlers only).
+    pub commits: AtomicU64,
 }
 
 /// Why a consumer could not run.
@@ -217,14 +265,21 @@ pub enum ConsumerError {
 pub struct Consumer {
     js: jetstream::Context,
     spec: Arc<ConsumerSpec>,
-    handler: Handler,
+    handling: Handling,
     stats: Arc<ConsumerStats>,
 }
 
 impl Consumer {
-    /// A consumer for `spec` whose messages go to `handler`.
+    /// A consumer for `spec` whose messages go to `handler`, one call per message.
     pub fn new(js: jetstream::Context, spec: ConsumerSpec, handler: Handler) -> Self {
-        Consumer { js, spec: Arc::new(spec), handler, stats: Arc::default() }
+        Consumer { js, spec: Arc::new(spec), handling: Handling::Each(handler), stats: Arc::default() }
+    }
+
+    /// A consumer for `spec` that applies its messages with `apply` in write transactions on
+    /// `db`, several per commit when they arrive faster than one commit takes.
+    pub fn batched(js: jetstream::Context, spec: ConsumerSpec, db: Db, apply: impl Apply) -> Self {
+        let handling = Handling::Batched { db, apply: Arc::new(apply) };
+        Consumer { js, spec: Arc::new(spec), handling, stats: Arc::default() }
     }
 
     /// Its counters.
@@ -253,12 +308,12 @@ impl Consumer {
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = Vec::with_capacity(lanes);
         for _ in 0..lanes {
-            let (tx, rx) = mpsc::channel::<jetstream::Message>(32);
+            let (tx, rx) = mpsc::channel::<jetstream::Message>(self.spec.max_batch.max(32));
             senders.push(tx);
             let lane = Lane {
                 js: self.js.clone(),
                 spec: self.spec.clone(),
-                handler: self.handler.clone(),
+                handling: self.handling.clone(),
                 stats: self.stats.clone(),
             };
             workers.push(tokio::spawn(lane.run(rx, shutdown.clone())));
@@ -318,62 +373,149 @@ fn lane_of(subject: &str, lanes: usize) -> usize {
 struct Lane {
     js: jetstream::Context,
     spec: Arc<ConsumerSpec>,
-    handler: Handler,
+    handling: Handling,
     stats: Arc<ConsumerStats>,
+}
+
+/// The delivery a message carries, or `None` (after terminating it) when it has no JetStream
+/// metadata.
+async fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
+    match message.info() {
+        Ok(info) => Some(Delivery {
+            subject: message.subject.to_string(),
+            payload: message.payload.clone(),
+            headers: message.headers.clone(),
+            stream_seq: info.stream_sequence,
+            delivered: info.delivered,
+            published: crate::time::format_rfc3339(info.published),
+        }),
+        Err(err) => {
+            tracing::warn!(error = %err, "message without jetstream metadata; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            None
+        }
+    }
+}
+
+fn panicked() -> HandleError {
+    HandleError::Transient("handler panicked".into())
 }
 
 impl Lane {
     async fn run(self, mut messages: mpsc::Receiver<jetstream::Message>, shutdown: Shutdown) {
-        while let Some(message) = messages.recv().await {
+        let max_batch = match self.handling {
+            Handling::Each(_) => 1,
+            Handling::Batched { .. } => self.spec.max_batch.max(1),
+        };
+        let mut batch = Vec::with_capacity(max_batch);
+        while let Some(first) = messages.recv().await {
+            batch.push(first);
+            while batch.len() < max_batch
+                && let Ok(next) = messages.try_recv()
+            {
+                batch.push(next);
+            }
             if shutdown.is_triggered() {
-                // Not started: hand it back for another instance (or the restart) at once.
-                if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
-                    tracing::debug!(error = %err, "failed to return an unstarted message");
+                // Not started: hand them back for another instance (or the restart) at once.
+                for message in batch.drain(..) {
+                    if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
+                        tracing::debug!(error = %err, "failed to return an unstarted message");
+                    }
+                    self.stats.returned.fetch_add(1, Ordering::Relaxed);
                 }
-                self.stats.returned.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            self.process(message).await;
+            let mut deliveries = Vec::with_capacity(batch.len());
+            for message in batch.drain(..) {
+                if let Some(delivery) = delivery_of(&message).await {
+                    deliveries.push((message, delivery));
+                }
+            }
+            self.process(deliveries).await;
         }
     }
 
-    async fn process(&self, message: jetstream::Message) {
-        let (stream_seq, delivered, published) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.delivered, crate::time::format_rfc3339(info.published)),
-            Err(err) => {
-                tracing::warn!(error = %err, "message without jetstream metadata; terminating it");
-                let _ = message.ack_with(AckKind::Term).await;
-                return;
-            }
-        };
-        let delivery = Delivery {
-            subject: message.subject.to_string(),
-            payload: message.payload.clone(),
-            headers: message.headers.clone(),
-            stream_seq,
-            delivered,
-            published,
-        };
-
-        // In-progress acks keep a long handler's message from being redelivered under it.
-        let progress = {
-            let message_ack = message.reply.clone();
-            let client = self.js.client();
-            let every = (self.spec.ack_wait / 3).max(Duration::from_millis(100));
-            tokio::spawn(async move {
-                let Some(reply) = message_ack else { return };
-                loop {
-                    tokio::time::sleep(every).await;
+    /// In-progress acks keep a long handler's messages from being redelivered under it.
+    fn keep_alive(&self, deliveries: &[(jetstream::Message, Delivery)]) -> tokio::task::JoinHandle<()> {
+        let replies: Vec<_> = deliveries.iter().filter_map(|(m, _)| m.reply.clone()).collect();
+        let client = self.js.client();
+        let every = (self.spec.ack_wait / 3).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for reply in &replies {
                     let _ = client.publish(reply.clone(), Bytes::from(AckKind::Progress)).await;
                 }
-            })
-        };
-        let result = AssertUnwindSafe((self.handler)(delivery.clone()))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(HandleError::Transient("handler panicked".into())));
-        progress.abort();
+            }
+        })
+    }
 
+    async fn process(&self, deliveries: Vec<(jetstream::Message, Delivery)>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let progress = self.keep_alive(&deliveries);
+        match &self.handling {
+            Handling::Each(handler) => {
+                for (message, delivery) in deliveries {
+                    let result = AssertUnwindSafe(handler(delivery.clone()))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Err(panicked()));
+                    self.settle(&message, &delivery, result).await;
+                }
+            }
+            Handling::Batched { db, apply } => {
+                let together = deliveries.len() > 1;
+                match self.apply_together(db, apply.as_ref(), &deliveries).await {
+                    Ok(()) => {
+                        for (message, delivery) in &deliveries {
+                            self.settle(message, delivery, Ok(())).await;
+                        }
+                    }
+                    Err(err) if together => {
+                        // Rolled back: each delivery again in its own transaction.
+                        tracing::debug!(durable = %self.spec.durable, error = %err, size = deliveries.len(), "batch failed; applying one by one");
+                        for one in deliveries.chunks(1) {
+                            let result = self.apply_together(db, apply.as_ref(), one).await;
+                            self.settle(&one[0].0, &one[0].1, result).await;
+                        }
+                    }
+                    Err(err) => self.settle(&deliveries[0].0, &deliveries[0].1, Err(err)).await,
+                }
+            }
+        }
+        progress.abort();
+    }
+
+    /// Applies `deliveries` in one write transaction; when any fails, nothing is committed.
+    async fn apply_together(
+        &self,
+        db: &Db,
+        apply: &dyn Apply,
+        deliveries: &[(jetstream::Message, Delivery)],
+    ) -> Result<(), HandleError> {
+        let all: Vec<&Delivery> = deliveries.iter().map(|(_, delivery)| delivery).collect();
+        let mut tx = db.begin_write().await?;
+        let applied = match all.as_slice() {
+            [one] => apply.apply(&mut tx, one),
+            many => apply.apply_all(&mut tx, many),
+        };
+        AssertUnwindSafe(applied).catch_unwind().await.unwrap_or_else(|_| Err(panicked()))?;
+        tx.commit().await?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        apply.committed();
+        Ok(())
+    }
+
+    /// Acks, naks or dead-letters a message by its handler's result.
+    async fn settle(
+        &self,
+        message: &jetstream::Message,
+        delivery: &Delivery,
+        result: Result<(), HandleError>,
+    ) {
+        let (stream_seq, delivered) = (delivery.stream_seq, delivery.delivered);
         match result {
             Ok(()) => {
                 if let Err(err) = message.ack().await {
@@ -382,11 +524,9 @@ impl Lane {
                     self.stats.acked.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Err(HandleError::Poison(reason)) => {
-                self.dead_letter(&message, &delivery, "poison", &reason).await
-            }
+            Err(HandleError::Poison(reason)) => self.dead_letter(message, delivery, "poison", &reason).await,
             Err(HandleError::Transient(reason)) if delivered >= self.spec.max_deliver => {
-                self.dead_letter(&message, &delivery, "max_deliver", &reason).await
+                self.dead_letter(message, delivery, "max_deliver", &reason).await
             }
             Err(HandleError::Transient(reason)) => {
                 let delay = self.spec.retry_delay(delivered);

@@ -226,6 +226,16 @@ struct Claimed {
     headers: String,
 }
 
+/// Rounds one [`Relay::publish_pending`] call runs at most, so a relay with a deep backlog still
+/// looks at its shutdown signal and prunes between calls.
+pub const ROUNDS_PER_CALL: usize = 16;
+
+/// A round whose publishes are sent and whose acks are outstanding.
+struct SentRound {
+    rows: Vec<Claimed>,
+    acks: Vec<Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>>,
+}
+
 impl Relay {
     /// A relay for the outbox in `db`, publishing through `js`, claiming rows as `owner`.
     pub fn new(db: Db, js: jetstream::Context, owner: impl Into<String>, config: RelayConfig) -> Self {
@@ -283,22 +293,53 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// One round: claim, publish, mark. Returns how many events were published.
+    /// Publishes what is pending: rounds of claim, publish, mark. Returns how many events were
+    /// published.
+    ///
+    /// While a full round's acks come back, the next round is claimed and sent, so the database
+    /// work of one round overlaps the broker work of the other (two rounds in flight at most, the
+    /// second sent after the first, so events still go out in outbox order). It stops after a
+    /// round that was not full, or after [`ROUNDS_PER_CALL`] rounds.
     ///
     /// While the NATS connection is down it claims nothing: rows stay free, so a restarted or
     /// other instance can take them at once instead of waiting for a lease to pass.
     pub async fn publish_pending(&self) -> Result<usize, RelayError> {
+        let Some(mut round) = self.send_round().await? else { return Ok(0) };
+        let mut published = 0;
+        for _ in 1..ROUNDS_PER_CALL {
+            if (round.rows.len() as i64) < self.config.batch_size {
+                break;
+            }
+            let (settled, next) = tokio::join!(self.settle(round), self.send_round());
+            match (settled, next) {
+                (Ok(n), Ok(Some(next))) => {
+                    published += n;
+                    round = next;
+                }
+                (Ok(n), Ok(None)) => return Ok(published + n),
+                (Ok(_), Err(err)) => return Err(err),
+                (Err(err), Ok(Some(next))) => {
+                    // Its rows are claimed: settle them too, so they are marked or given back.
+                    let _ = self.settle(next).await;
+                    return Err(err);
+                }
+                (Err(err), _) => return Err(err),
+            }
+        }
+        Ok(published + self.settle(round).await?)
+    }
+
+    /// Claims a round and sends its publishes (they go out in id order on one connection);
+    /// `None` when nothing is pending.
+    async fn send_round(&self) -> Result<Option<SentRound>, RelayError> {
         if self.js.client().connection_state() != async_nats::connection::State::Connected {
             return Err(RelayError::Disconnected);
         }
         let rows = self.claim().await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
-        let total = rows.len();
-        // Send every publish first (they go out in id order on one connection), then await all
-        // acks together: a window of `batch_size` publishes in flight, not one at a time.
-        let mut pending_acks = Vec::with_capacity(total);
+        let mut acks = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut headers = HeaderMap::new();
             if let Ok(extra) = serde_json::from_str::<HashMap<String, String>>(&row.headers) {
@@ -311,9 +352,17 @@ impl Relay {
                 .js
                 .publish_with_headers(row.subject.clone(), headers, row.payload.clone().into_bytes().into())
                 .await;
-            pending_acks.push(sent);
+            acks.push(sent);
         }
-        let acks = join_all(pending_acks.into_iter().map(|sent| async move {
+        Ok(Some(SentRound { rows, acks }))
+    }
+
+    /// Awaits a round's acks together and marks its rows: sent, or given back when their
+    /// publish failed. Returns how many were published.
+    async fn settle(&self, round: SentRound) -> Result<usize, RelayError> {
+        let SentRound { rows, acks } = round;
+        let total = rows.len();
+        let acks = join_all(acks.into_iter().map(|sent| async move {
             match sent {
                 Ok(ack) => ack.await.map_err(|e| e.to_string()),
                 Err(err) => Err(err.to_string()),

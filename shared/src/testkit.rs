@@ -27,7 +27,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// Finds the nats-server binary, or panics saying how to install it.
 pub fn nats_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os(NATS_SERVER_BIN_ENV) {
+    if let Some(path) = std::env::var_os(NATS_SERVER_BIN_ENV).filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
     let local = workspace_root().join(".tools/venv/bin/nats-server");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use switchyard::config::{CommonArgs, ConsumerArgs};
-use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec, handler};
+use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec};
 use switchyard::contracts::HistoryRequest;
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::names;
@@ -80,18 +80,9 @@ impl App {
     pub async fn build(config: Config) -> Result<App, AppError> {
         let platform = Platform::connect(&config.common, names::AUDIT_SERVICE, &crate::MIGRATIONS).await?;
         let (instance, db, client, js) = (platform.instance, platform.db, platform.client, platform.js);
-        let trail = Trail::new(db);
-        let consumer = {
-            let trail = trail.clone();
-            Consumer::new(
-                js.clone(),
-                config.consumer.apply(consumer_spec()),
-                handler(move |delivery| {
-                    let trail = trail.clone();
-                    async move { trail.handle(delivery).await }
-                }),
-            )
-        };
+        let trail = Trail::new(db.clone());
+        let consumer =
+            Consumer::batched(js.clone(), config.consumer.apply(consumer_spec()), db.clone(), trail.clone());
         consumer.bind().await?;
         let service = spec(&trail).start(client.clone()).await?;
         tracing::info!(instance = %instance, "audit-service ready");

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use futures_util::StreamExt;
+use sqlx::AnyConnection;
 use sqlx::Row;
-use switchyard::consumer::{Delivery, HandleError};
+use switchyard::consumer::{Apply, ApplyFuture, Delivery, HandleError};
 use switchyard::contracts::{AuditedEvent, EventIds, HistoryReply};
 use switchyard::db::Db;
 use switchyard::names;
@@ -65,21 +66,13 @@ impl Trail {
         &self.db
     }
 
-    /// Records one delivered event (once: a repeat of its sequence or event id changes nothing).
+    /// Records one delivered event in its own transaction (once: a repeat of its sequence or
+    /// event id changes nothing).
     pub async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
-        let published_ms =
-            OffsetDateTime::parse(&delivery.published, &time::format_description::well_known::Rfc3339)
-                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-                .unwrap_or_default();
-        self.record(
-            &delivery.subject,
-            &delivery.payload,
-            delivery.headers.as_ref(),
-            delivery.stream_seq,
-            &delivery.published,
-            published_ms,
-        )
-        .await
+        let mut tx = self.db.begin_write().await?;
+        insert(&mut tx, &[AuditRow::of(&delivery)?]).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn record(
@@ -91,29 +84,10 @@ impl Trail {
         published_at: &str,
         published_ms: i64,
     ) -> Result<(), HandleError> {
-        let ids: EventIds = serde_json::from_slice(payload)
-            .map_err(|e| HandleError::Poison(format!("undecodable payload: {e}")))?;
-        let kind = subject.split('.').nth(2).unwrap_or_default();
-        let payload = std::str::from_utf8(payload)
-            .map_err(|e| HandleError::Poison(format!("payload is not utf-8: {e}")))?;
         // One writer at a time on SQLite (the write slot), instead of meeting at the file lock.
+        let row = AuditRow::new(subject, payload, headers, seq, published_at, published_ms)?;
         let mut tx = self.db.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO audit_events (stream_seq, event_id, order_id, subject, kind, headers, payload, published_at, \
-             published_ms, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-        )
-        .bind(seq as i64)
-        .bind(ids.event_id.to_string())
-        .bind(ids.order_id.to_string())
-        .bind(subject)
-        .bind(kind)
-        .bind(headers_json(headers))
-        .bind(payload)
-        .bind(published_at)
-        .bind(published_ms)
-        .bind(switchyard::time::now_rfc3339())
-        .execute(&mut *tx)
-        .await?;
+        insert(&mut tx, &[row]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -230,5 +204,113 @@ impl Trail {
             }
         }
         Ok(recorded)
+    }
+}
+
+/// One row of the trail, checked and ready to insert.
+struct AuditRow<'a> {
+    seq: i64,
+    event_id: String,
+    order_id: String,
+    subject: &'a str,
+    kind: &'a str,
+    headers: String,
+    payload: &'a str,
+    published_at: &'a str,
+    published_ms: i64,
+}
+
+impl<'a> AuditRow<'a> {
+    /// A row for an event; an event that is not an order event's JSON is poison.
+    fn new(
+        subject: &'a str,
+        payload: &'a [u8],
+        headers: Option<&HeaderMap>,
+        seq: u64,
+        published_at: &'a str,
+        published_ms: i64,
+    ) -> Result<Self, HandleError> {
+        let ids: EventIds = serde_json::from_slice(payload)
+            .map_err(|e| HandleError::Poison(format!("undecodable payload: {e}")))?;
+        let payload = std::str::from_utf8(payload)
+            .map_err(|e| HandleError::Poison(format!("payload is not utf-8: {e}")))?;
+        Ok(AuditRow {
+            seq: seq as i64,
+            event_id: ids.event_id.to_string(),
+            order_id: ids.order_id.to_string(),
+            subject,
+            kind: subject.split('.').nth(2).unwrap_or_default(),
+            headers: headers_json(headers),
+            payload,
+            published_at,
+            published_ms,
+        })
+    }
+
+    fn of(delivery: &'a Delivery) -> Result<Self, HandleError> {
+        let published_ms =
+            OffsetDateTime::parse(&delivery.published, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .unwrap_or_default();
+        AuditRow::new(
+            &delivery.subject,
+            &delivery.payload,
+            delivery.headers.as_ref(),
+            delivery.stream_seq,
+            &delivery.published,
+            published_ms,
+        )
+    }
+}
+
+/// Columns of an `audit_events` insert.
+const COLUMNS: usize = 10;
+/// Rows per insert statement (SQLite allows 32,766 parameters in one statement).
+const ROWS_PER_INSERT: usize = 256;
+
+/// Inserts rows inside the caller's transaction, many per statement (a repeat of a sequence or
+/// event id changes nothing).
+async fn insert(conn: &mut AnyConnection, rows: &[AuditRow<'_>]) -> Result<(), HandleError> {
+    let recorded_at = switchyard::time::now_rfc3339();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| format!("({})", switchyard::db::placeholders(row * COLUMNS + 1, COLUMNS)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_events (stream_seq, event_id, order_id, subject, kind, headers, payload, \
+             published_at, published_ms, recorded_at) VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = query
+                .bind(row.seq)
+                .bind(row.event_id.as_str())
+                .bind(row.order_id.as_str())
+                .bind(row.subject)
+                .bind(row.kind)
+                .bind(row.headers.as_str())
+                .bind(row.payload)
+                .bind(row.published_at)
+                .bind(row.published_ms)
+                .bind(recorded_at.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The audit consumer records events by group commit: a batch of deliveries is one multi-row
+/// insert in one write transaction.
+impl Apply for Trail {
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a> {
+        Box::pin(async move { insert(tx, &[AuditRow::of(delivery)?]).await })
+    }
+
+    fn apply_all<'a>(&'a self, tx: &'a mut AnyConnection, deliveries: &'a [&'a Delivery]) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let rows = deliveries.iter().map(|d| AuditRow::of(d)).collect::<Result<Vec<_>, _>>()?;
+            insert(tx, &rows).await
+        })
     }
 }

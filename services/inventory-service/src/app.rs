@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard::config::{CommonArgs, ConsumerArgs, parse_duration};
-use switchyard::consumer::{Consumer, ConsumerError, handler};
+use switchyard::consumer::{Consumer, ConsumerError};
 use switchyard::contracts::{CheckRequest, ReleaseRequest, ReserveRequest, RestockRequest, StockRequest};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::names;
@@ -69,17 +69,12 @@ impl App {
             Platform::connect(&config.common, names::INVENTORY_SERVICE, &crate::MIGRATIONS).await?;
         let (client, js, relay) = (platform.client.clone(), platform.js.clone(), platform.relay());
         let inventory = Inventory::new(platform.db.clone(), config.reservation_ttl).with_relay(relay.waker());
-        let consumer = {
-            let inventory = inventory.clone();
-            Consumer::new(
-                js.clone(),
-                config.consumer.apply(events::consumer_spec()),
-                handler(move |delivery| {
-                    let inventory = inventory.clone();
-                    async move { events::handle(&inventory, delivery).await }
-                }),
-            )
-        };
+        let consumer = Consumer::batched(
+            js.clone(),
+            config.consumer.apply(events::consumer_spec()),
+            platform.db.clone(),
+            inventory.clone(),
+        );
         consumer.bind().await?;
         let service = spec(&inventory).max_in_flight(config.max_in_flight).start(client.clone()).await?;
         tracing::info!(instance = %platform.instance, id = %service.id(), "inventory-service ready");

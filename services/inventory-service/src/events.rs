@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use switchyard::consumer::{ConsumerSpec, Delivery, HandleError};
+use sqlx::AnyConnection;
+use switchyard::consumer::{Apply, ApplyFuture, ConsumerSpec, Delivery, HandleError};
 use switchyard::contracts::{OrderCancelled, OrderCreated};
 use switchyard::names::{self, order_event};
 use switchyard::outbox::{self, OutboxEvent, TRACEPARENT};
@@ -23,33 +24,48 @@ pub fn consumer_spec() -> ConsumerSpec {
     )
 }
 
-/// Handles one event for the `inventory` consumer.
-pub async fn handle(inventory: &Inventory, delivery: Delivery) -> Result<(), HandleError> {
+/// Applies one event for the `inventory` consumer inside `tx` (the consumer commits it, together
+/// with the other events of its batch).
+pub async fn apply(tx: &mut AnyConnection, delivery: &Delivery) -> Result<(), HandleError> {
     let kind = delivery.subject.split('.').nth(2).unwrap_or_default();
     let trace = delivery.header(TRACEPARENT);
     match kind {
         order_event::CREATED => {
             let event: OrderCreated = delivery.json()?;
-            commit(inventory, &event, trace).await
+            commit(tx, &event, trace).await
         }
         order_event::CANCELLED => {
             let event: OrderCancelled = delivery.json()?;
-            cancel(inventory, &event, trace).await
+            cancel(tx, &event, trace).await
         }
         other => Err(HandleError::Poison(format!("the inventory consumer does not handle {other:?} events"))),
     }
 }
 
+/// The `inventory` consumer commits and releases reservations by group commit.
+impl Apply for Inventory {
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a> {
+        Box::pin(apply(tx, delivery))
+    }
+
+    fn committed(&self) {
+        self.wake_relay();
+    }
+}
+
 /// Commits the order's reservation: its stock leaves the shelf, once.
-async fn commit(inventory: &Inventory, event: &OrderCreated, trace: Option<&str>) -> Result<(), HandleError> {
+async fn commit(
+    tx: &mut AnyConnection,
+    event: &OrderCreated,
+    trace: Option<&str>,
+) -> Result<(), HandleError> {
     let order_id = event.order_id.to_string();
-    let mut tx = inventory.db().begin_write().await?;
-    if !inbox::record(&mut tx, names::INVENTORY_CONSUMER, &event.event_id.to_string()).await? {
+    if !inbox::record(tx, names::INVENTORY_CONSUMER, &event.event_id.to_string()).await? {
         return Ok(());
     }
-    match reservation_status(&mut tx, &order_id).await?.as_deref() {
+    match reservation_status(tx, &order_id).await?.as_deref() {
         Some(status::RESERVED) => {
-            let lines = reservation_lines(&mut tx, &order_id).await?;
+            let lines = reservation_lines(tx, &order_id).await?;
             for (sku, quantity) in &lines {
                 sqlx::query("UPDATE stock SET reserved = reserved - $1 WHERE sku = $2")
                     .bind(quantity)
@@ -57,11 +73,11 @@ async fn commit(inventory: &Inventory, event: &OrderCreated, trace: Option<&str>
                     .execute(&mut *tx)
                     .await?;
             }
-            set_status(&mut tx, &order_id, status::COMMITTED).await?;
+            set_status(tx, &order_id, status::COMMITTED).await?;
             let units: i64 = lines.iter().map(|(_, q)| q).sum();
             let detail = format!("{units} units of {} SKUs left the shelf", lines.len());
             let event = OutboxEvent::lifecycle(order_event::STOCK_COMMITTED, event.order_id, detail, trace);
-            outbox::enqueue(&mut tx, &event).await?;
+            outbox::enqueue(tx, &event).await?;
         }
         Some(status::COMMITTED) => {}
         Some(_) => {
@@ -71,45 +87,40 @@ async fn commit(inventory: &Inventory, event: &OrderCreated, trace: Option<&str>
         }
         None => return Err(HandleError::Poison(format!("order {order_id} has no reservation to commit"))),
     }
-    tx.commit().await?;
-    inventory.wake_relay();
     Ok(())
 }
 
 /// Releases a cancelled order's stock, once: a reservation goes back to available; committed
 /// stock is returned to the shelf.
 async fn cancel(
-    inventory: &Inventory,
+    tx: &mut AnyConnection,
     event: &OrderCancelled,
     trace: Option<&str>,
 ) -> Result<(), HandleError> {
     let order_id = event.order_id.to_string();
-    let mut tx = inventory.db().begin_write().await?;
-    if !inbox::record(&mut tx, names::INVENTORY_CONSUMER, &event.event_id.to_string()).await? {
+    if !inbox::record(tx, names::INVENTORY_CONSUMER, &event.event_id.to_string()).await? {
         return Ok(());
     }
-    match reservation_status(&mut tx, &order_id).await?.as_deref() {
+    match reservation_status(tx, &order_id).await?.as_deref() {
         Some(status::RESERVED) => {
-            release_reserved(&mut tx, event.order_id, &format!("cancelled: {}", event.reason), trace).await?;
+            release_reserved(tx, event.order_id, &format!("cancelled: {}", event.reason), trace).await?;
         }
         Some(status::COMMITTED) => {
-            for (sku, quantity) in reservation_lines(&mut tx, &order_id).await? {
+            for (sku, quantity) in reservation_lines(tx, &order_id).await? {
                 sqlx::query("UPDATE stock SET available = available + $1 WHERE sku = $2")
                     .bind(quantity)
                     .bind(&sku)
                     .execute(&mut *tx)
                     .await?;
             }
-            set_status(&mut tx, &order_id, status::RELEASED).await?;
+            set_status(tx, &order_id, status::RELEASED).await?;
             let detail = format!("cancelled after commit, stock returned to the shelf: {}", event.reason);
             let event = OutboxEvent::lifecycle(order_event::STOCK_RELEASED, event.order_id, detail, trace);
-            outbox::enqueue(&mut tx, &event).await?;
+            outbox::enqueue(tx, &event).await?;
         }
         Some(_) => {}
         None => tracing::warn!(%order_id, "cancelled order had no reservation"),
     }
-    tx.commit().await?;
-    inventory.wake_relay();
     Ok(())
 }
 

@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use switchyard::consumer::{Consumer, ConsumerSpec, HandleError, handler};
-use switchyard::testkit::eventually;
-use switchyard::{Shutdown, dlq, names};
+use switchyard::consumer::{Apply, ApplyFuture, Consumer, ConsumerSpec, Delivery, HandleError, handler};
+use switchyard::testkit::{TestDatabase, eventually};
+use switchyard::{Shutdown, dlq, inbox, names};
 use uuid::Uuid;
 
 use crate::helpers::nats_with_streams;
@@ -296,4 +296,91 @@ async fn a_handler_that_outlasts_ack_wait_keeps_its_message_through_progress_ack
     assert_eq!(stream.consumer_info("long").await.unwrap().num_redelivered, 0);
     shutdown.trigger();
     running.await.unwrap().unwrap();
+}
+
+/// Records each event id in the inbox; `"poison": true` can never succeed, `"flaky": true` fails
+/// once.
+struct Ledger {
+    flaky_failed: AtomicU64,
+    commits_seen: AtomicU64,
+}
+
+impl Apply for Ledger {
+    fn apply<'a>(&'a self, tx: &'a mut sqlx::AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let body: serde_json::Value = delivery.json()?;
+            if body["poison"] == true {
+                return Err(HandleError::Poison("this event can never be applied".into()));
+            }
+            if body["flaky"] == true && self.flaky_failed.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(HandleError::Transient("lock timeout".into()));
+            }
+            let id = body["event_id"].as_str().unwrap_or_default().to_string();
+            // A second insert of the same id would be a missed rollback: fail loudly.
+            if !inbox::record(tx, "ledger", &id).await? {
+                return Err(HandleError::Poison(format!("{id} applied twice")));
+            }
+            Ok(())
+        })
+    }
+
+    fn committed(&self) {
+        self.commits_seen.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn group_commit_applies_a_backlog_in_few_transactions_and_isolates_bad_events(test_db: TestDatabase) {
+    let (_nats, _client, js) = nats_with_streams().await;
+    let db = crate::helpers::db(&test_db).await;
+    // A backlog first, so deliveries wait for the lanes and batches form.
+    let mut poison_order = None;
+    for n in 0..300 {
+        let order = Uuid::new_v4();
+        let mut body = event(order);
+        if n == 150 {
+            body["poison"] = true.into();
+            poison_order = Some(order);
+        }
+        if n == 151 {
+            body["flaky"] = true.into();
+        }
+        publish(&js, order, body).await;
+    }
+    let mut ledger_spec = spec("ledger");
+    ledger_spec.concurrency = 2;
+    ledger_spec.max_batch = 64;
+    let ledger = Ledger { flaky_failed: AtomicU64::new(0), commits_seen: AtomicU64::new(0) };
+    let consumer = Consumer::batched(js.clone(), ledger_spec, db.clone(), ledger);
+    let stats = consumer.stats();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    eventually(Duration::from_secs(20), "299 events applied and one dead-lettered", || async {
+        stats.acked.load(Ordering::SeqCst) == 299 && stats.dead_lettered.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(inbox::count(db.pool(), "ledger").await.unwrap(), 299, "each event applied once");
+    let commits = stats.commits.load(Ordering::SeqCst);
+    assert!(commits < 150, "a backlog is applied many events per transaction ({commits} commits)");
+    // The flaky event's one failure rolls its batch back; applied again on its own it either
+    // succeeds at once or, when it was alone, is retried after a NAK: at most one retry.
+    assert!(stats.retried.load(Ordering::SeqCst) <= 1, "only the flaky event may be retried");
+    let letters = dlq::list(&js, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "poison");
+    assert_eq!(letters[0].origin_subject, names::order_event_subject("created", &poison_order.unwrap()));
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn group_commit_on_sqlite() {
+    group_commit_applies_a_backlog_in_few_transactions_and_isolates_bad_events(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test]
+async fn group_commit_on_postgres() {
+    group_commit_applies_a_backlog_in_few_transactions_and_isolates_bad_events(
+        TestDatabase::postgres().await,
+    )
+    .await;
 }

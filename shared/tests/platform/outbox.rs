@@ -151,3 +151,27 @@ async fn the_inbox_records_an_event_once_on_postgres_and_sqlite() {
         assert_eq!(switchyard::inbox::count(db.pool(), "c").await.unwrap(), 1);
     }
 }
+
+#[tokio::test]
+async fn overlapping_rounds_publish_a_backlog_in_outbox_order() {
+    let (_nats, _client, js) = nats_with_streams().await;
+    let test_db = TestDatabase::sqlite();
+    let db = db(&test_db).await;
+    let ids = write_events(&db, 95).await;
+    // Rounds of 10: while one round's acks come back the next is claimed and sent.
+    let relay =
+        Relay::new(db.clone(), js.clone(), "relay-1", RelayConfig { batch_size: 10, ..Default::default() });
+    assert_eq!(relay.publish_pending().await.unwrap(), 95, "one call works off ten rounds");
+    assert_eq!(outbox::pending(&db).await.unwrap(), 0);
+    assert_eq!(relay.publish_pending().await.unwrap(), 0);
+    let stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
+    for (seq, id) in ids.iter().enumerate() {
+        let message = stream.get_raw_message(seq as u64 + 1).await.unwrap();
+        assert_eq!(
+            message.headers.get("Nats-Msg-Id").unwrap().as_str(),
+            id.to_string(),
+            "stream seq {}",
+            seq + 1
+        );
+    }
+}

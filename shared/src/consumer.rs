@@ -10,8 +10,9 @@
 //! - A handler that runs long sends in-progress acks, so the message is not redelivered under it.
 //! - Group commit: a handler whose whole effect is database writes implements [`Apply`] instead;
 //!   each lane then applies the deliveries waiting for it (up to `max_batch`) in one write
-//!   transaction and acks them after the commit. A batch that fails is rolled back and its
-//!   deliveries are applied again one transaction each, so one bad event decides only its own fate.
+//!   transaction and acks them after the commit. A batch holds at most one event per order. A
+//!   batch that fails is rolled back and its deliveries are applied again one transaction each,
+//!   so one bad event decides only its own fate.
 //! - Messages run concurrently on `concurrency` lanes; all events of one order (the last subject
 //!   token) go to the same lane, so each order's events are handled in stream order.
 //! - On shutdown it stops pulling, lets every lane finish the message it is on (and ack it), and
@@ -27,6 +28,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use bytes::Bytes;
+use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use sqlx::AnyConnection;
@@ -181,7 +183,7 @@ impl Delivery {
 
     /// The last subject token (the order id on order events).
     pub fn key(&self) -> &str {
-        self.subject.rsplit('.').next().unwrap_or(&self.subject)
+        key_of(&self.subject)
     }
 }
 
@@ -205,6 +207,15 @@ pub type ApplyFuture<'a> = Pin<Box<dyn std::future::Future<Output = Result<(), H
 /// that several deliveries share one commit. It must not commit or roll back `tx` itself; an
 /// `Ok` that changes nothing (a repeat, seen in the inbox) is fine.
 pub trait Apply: Send + Sync + 'static {
+    /// Work outside the database for one delivery, done before its transaction (say, sending an
+    /// email): the deliveries of a batch are prepared concurrently, and one whose preparation
+    /// fails is settled by that error and left out of the transaction. It runs again when a
+    /// delivery is retried, so it must be safe to repeat. The default does nothing.
+    fn prepare<'a>(&'a self, delivery: &'a Delivery) -> ApplyFuture<'a> {
+        let _ = delivery;
+        Box::pin(async { Ok(()) })
+    }
+
     /// Applies one delivery's effect inside `tx`.
     fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a>;
 
@@ -363,8 +374,13 @@ impl Consumer {
     }
 }
 
+/// The last subject token: the order id on order events.
+fn key_of(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or(subject)
+}
+
 fn lane_of(subject: &str, lanes: usize) -> usize {
-    let key = subject.rsplit('.').next().unwrap_or(subject);
+    let key = key_of(subject);
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
     (hasher.finish() % lanes as u64) as usize
@@ -408,12 +424,32 @@ impl Lane {
             Handling::Batched { .. } => self.spec.max_batch.max(1),
         };
         let mut batch = Vec::with_capacity(max_batch);
-        while let Some(first) = messages.recv().await {
+        // A batch holds at most one event per order: the next one of the same order starts the
+        // next batch, so it sees the first one's effect (and what its preparation did).
+        let mut carried: Option<jetstream::Message> = None;
+        let mut orders = std::collections::HashSet::new();
+        loop {
+            let first = match carried.take() {
+                Some(message) => message,
+                None => match messages.recv().await {
+                    Some(message) => message,
+                    None => break,
+                },
+            };
+            if max_batch > 1 {
+                orders.clear();
+                orders.insert(key_of(first.subject.as_str()).to_string());
+            }
             batch.push(first);
             while batch.len() < max_batch
                 && let Ok(next) = messages.try_recv()
             {
-                batch.push(next);
+                if orders.insert(key_of(next.subject.as_str()).to_string()) {
+                    batch.push(next);
+                } else {
+                    carried = Some(next);
+                    break;
+                }
             }
             if shutdown.is_triggered() {
                 // Not started: hand them back for another instance (or the restart) at once.
@@ -466,6 +502,24 @@ impl Lane {
                 }
             }
             Handling::Batched { db, apply } => {
+                let prepared = join_all(
+                    deliveries
+                        .iter()
+                        .map(|(_, delivery)| AssertUnwindSafe(apply.prepare(delivery)).catch_unwind()),
+                )
+                .await;
+                let mut ready = Vec::with_capacity(deliveries.len());
+                for ((message, delivery), result) in deliveries.into_iter().zip(prepared) {
+                    match result.unwrap_or_else(|_| Err(panicked())) {
+                        Ok(()) => ready.push((message, delivery)),
+                        Err(err) => self.settle(&message, &delivery, Err(err)).await,
+                    }
+                }
+                let deliveries = ready;
+                if deliveries.is_empty() {
+                    progress.abort();
+                    return;
+                }
                 let together = deliveries.len() > 1;
                 match self.apply_together(db, apply.as_ref(), &deliveries).await {
                     Ok(()) => {

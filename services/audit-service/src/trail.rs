@@ -66,15 +66,6 @@ impl Trail {
         &self.db
     }
 
-    /// Records one delivered event in its own transaction (once: a repeat of its sequence or
-    /// event id changes nothing).
-    pub async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
-        let mut tx = self.db.begin_write().await?;
-        insert(&mut tx, &[AuditRow::of(&delivery)?]).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn record(
         &self,
         subject: &str,

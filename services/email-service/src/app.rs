@@ -4,8 +4,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use lettre::message::Mailbox;
+use sqlx::AnyConnection;
 use switchyard::config::{CommonArgs, ConsumerArgs};
-use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec, Delivery, HandleError, handler};
+use switchyard::consumer::{
+    Apply, ApplyFuture, Consumer, ConsumerError, ConsumerSpec, Delivery, HandleError,
+};
 use switchyard::contracts::OrderCreated;
 use switchyard::db::Db;
 use switchyard::micro::{ServiceHandle, ServiceSpec};
@@ -65,37 +68,37 @@ impl Emailer {
         sqlx::query_scalar("SELECT COUNT(*) FROM emails").fetch_one(self.db.pool()).await
     }
 
-    /// Handles one `created` event: send the confirmation once, record it, publish
-    /// `confirmation_sent`.
-    pub async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+    /// Sends the confirmation of one `created` event, unless it was sent before. Outside any
+    /// write transaction, so a slow SMTP server holds up neither the other handlers nor the
+    /// relay; the order-keyed emails row and file name keep it to one email.
+    async fn send(&self, delivery: &Delivery) -> Result<(), HandleError> {
         let order: OrderCreated = delivery.json()?;
-        let Some(to) = order.email.clone() else {
-            let mut tx = self.db.begin_write().await?;
-            inbox::record(&mut tx, names::EMAIL_CONSUMER, &order.event_id.to_string()).await?;
-            tx.commit().await?;
-            return Ok(());
-        };
+        let Some(to) = order.email.as_deref() else { return Ok(()) };
         let order_id = order.order_id.to_string();
-        // Send outside the write transaction, so a slow SMTP server holds up neither the other
-        // handlers nor the relay; the order-keyed emails row and file name keep it to one email.
         let already: Option<String> = sqlx::query_scalar("SELECT order_id FROM emails WHERE order_id = $1")
             .bind(&order_id)
             .fetch_optional(self.db.pool())
             .await?;
         if already.is_none() {
-            let message = mailer::confirmation(&order, &self.from, &to)?;
+            let message = mailer::confirmation(&order, &self.from, to)?;
             self.mailer.send(&order_id, &message).await?;
         }
-        let mut tx = self.db.begin_write().await?;
-        if !inbox::record(&mut tx, names::EMAIL_CONSUMER, &order.event_id.to_string()).await? {
+        Ok(())
+    }
+
+    /// Records a sent confirmation inside `tx`, once, with its `confirmation_sent` event.
+    async fn record(&self, tx: &mut AnyConnection, delivery: &Delivery) -> Result<(), HandleError> {
+        let order: OrderCreated = delivery.json()?;
+        if !inbox::record(tx, names::EMAIL_CONSUMER, &order.event_id.to_string()).await? {
             return Ok(());
         }
+        let Some(to) = order.email.as_deref() else { return Ok(()) };
         let inserted = sqlx::query(
             "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (order_id) DO NOTHING",
         )
-        .bind(&order_id)
-        .bind(&to)
+        .bind(order.order_id.to_string())
+        .bind(to)
         .bind(mailer::message_id(&order))
         .bind(self.mailer.kind())
         .bind(time::now_rfc3339())
@@ -108,11 +111,25 @@ impl Emailer {
                 format!("confirmation sent to {to}"),
                 delivery.header(TRACEPARENT),
             );
-            outbox::enqueue(&mut tx, &event).await?;
+            outbox::enqueue(tx, &event).await?;
         }
-        tx.commit().await?;
-        self.waker.wake();
         Ok(())
+    }
+}
+
+/// The `email` consumer: each batch's confirmations are sent concurrently, then recorded by
+/// group commit.
+impl Apply for Emailer {
+    fn prepare<'a>(&'a self, delivery: &'a Delivery) -> ApplyFuture<'a> {
+        Box::pin(self.send(delivery))
+    }
+
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a> {
+        Box::pin(self.record(tx, delivery))
+    }
+
+    fn committed(&self) {
+        self.waker.wake();
     }
 }
 
@@ -143,17 +160,12 @@ impl App {
         };
         let relay = platform.relay();
         let emailer = Emailer { db, mailer, from: config.mail_from.clone(), waker: relay.waker() };
-        let consumer = {
-            let emailer = emailer.clone();
-            Consumer::new(
-                js,
-                config.consumer.apply(consumer_spec()),
-                handler(move |delivery| {
-                    let emailer = emailer.clone();
-                    async move { emailer.handle(delivery).await }
-                }),
-            )
-        };
+        let consumer = Consumer::batched(
+            js,
+            config.consumer.apply(consumer_spec()),
+            emailer.db.clone(),
+            emailer.clone(),
+        );
         consumer.bind().await?;
         // No request endpoints, but discoverable like every service (`nats micro ls`, health checks).
         let service = ServiceSpec::new("email", env!("CARGO_PKG_VERSION"))

@@ -111,8 +111,10 @@ pub struct ConsumerArgs {
     pub consumer_concurrency: u16,
 
     /// Events one lane applies in one database transaction (group commit; 1 = one each).
-    #[arg(long, env = "CONSUMER_MAX_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    pub consumer_max_batch: u16,
+    /// Default: 64 for audit and email, 1 for inventory, whose transactions share the write
+    /// path with the synchronous reservations.
+    #[arg(long, env = "CONSUMER_MAX_BATCH", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub consumer_max_batch: Option<u16>,
 
     /// Deliveries of a failing event before it is dead-lettered.
     #[arg(long, env = "MAX_DELIVER", default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
@@ -131,7 +133,9 @@ impl ConsumerArgs {
     /// Applies these flags to a consumer spec.
     pub fn apply(&self, mut spec: crate::consumer::ConsumerSpec) -> crate::consumer::ConsumerSpec {
         spec.concurrency = usize::from(self.consumer_concurrency);
-        spec.max_batch = usize::from(self.consumer_max_batch);
+        if let Some(max_batch) = self.consumer_max_batch {
+            spec.max_batch = usize::from(max_batch);
+        }
         spec.max_deliver = self.max_deliver;
         spec.ack_wait = self.ack_wait;
         if !self.retry_backoff.is_empty() {

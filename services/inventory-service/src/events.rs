@@ -15,13 +15,17 @@ use uuid::Uuid;
 
 use crate::store::{Inventory, release_reserved, reservation_lines, reservation_status, set_status, status};
 
-/// The `inventory` consumer: order created and cancelled events.
+/// The `inventory` consumer: order created and cancelled events. One event per transaction by
+/// default: its transactions take the same write slot (SQLite) and stock rows (Postgres) as the
+/// synchronous reservations, and batches of them measurably slowed POST /orders (BENCHMARKS.md).
 pub fn consumer_spec() -> ConsumerSpec {
-    ConsumerSpec::new(
+    let mut spec = ConsumerSpec::new(
         names::ORDERS_STREAM,
         names::INVENTORY_CONSUMER,
         vec!["events.orders.created.*".into(), "events.orders.cancelled.*".into()],
-    )
+    );
+    spec.max_batch = 1;
+    spec
 }
 
 /// Applies one event for the `inventory` consumer inside `tx` (the consumer commits it, together

@@ -533,8 +533,11 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
         relay.waker(),
     );
     let state = order_service::http::AppState { orders, nats: client, metrics, js };
-    let limits =
-        order_service::http::HttpLimits { body_limit: 64 * 1024, request_timeout: Duration::from_secs(10) };
+    let limits = order_service::http::HttpLimits {
+        body_limit: 64 * 1024,
+        request_timeout: Duration::from_secs(10),
+        max_in_flight: 512,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
     let signal = shutdown.clone();

@@ -41,6 +41,11 @@ pub struct Config {
     #[arg(long, env = "HTTP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub http_body_limit: usize,
 
+    /// Order requests this instance handles at once; more are answered 503 with Retry-After at
+    /// once (event streams and health checks are not counted).
+    #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_in_flight: u32,
+
     #[command(flatten)]
     pub breaker: BreakerArgs,
 }
@@ -97,8 +102,11 @@ impl App {
         );
         let service = spec(&orders).start(client.clone()).await?;
         let state = AppState { orders, nats: client, metrics, js };
-        let limits =
-            HttpLimits { body_limit: config.http_body_limit, request_timeout: config.http_request_timeout };
+        let limits = HttpLimits {
+            body_limit: config.http_body_limit,
+            request_timeout: config.http_request_timeout,
+            max_in_flight: config.http_max_in_flight as usize,
+        };
         tracing::info!(instance = %instance, http = %address, "order-service ready");
         Ok(App { listener, address, state, limits, service, relay })
     }

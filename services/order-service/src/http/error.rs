@@ -44,6 +44,9 @@ pub enum ApiError {
     /// 503: the request took longer than the server's request timeout.
     #[error("the request timed out")]
     Timeout,
+    /// 503 with `Retry-After`: the instance already handles `--http-max-in-flight` requests.
+    #[error("the service is at capacity, retry later")]
+    Overloaded,
 }
 
 impl ApiError {
@@ -58,7 +61,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::InventoryUnavailable { .. } | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InventoryUnavailable { .. } | ApiError::Timeout | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -75,6 +80,7 @@ impl ApiError {
             ApiError::Internal(_) => "internal_error",
             ApiError::InventoryUnavailable { .. } => "inventory_unavailable",
             ApiError::Timeout => "timeout",
+            ApiError::Overloaded => "overloaded",
         }
     }
 }
@@ -89,7 +95,12 @@ impl IntoResponse for ApiError {
             body["unavailable_ids"] = json!(ids);
         }
         let mut response = (self.status(), Json(body)).into_response();
-        if let ApiError::InventoryUnavailable { retry_after } = &self {
+        let retry_after = match &self {
+            ApiError::InventoryUnavailable { retry_after } => Some(*retry_after),
+            ApiError::Overloaded => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /orders` | 201 order; 409 out of stock; 503 + Retry-After when inventory is unavailable; 400/413/415/422 on bad input |
+//! | `POST /orders` | 201 order; 409 out of stock; 503 + Retry-After when inventory is unavailable or the instance is at capacity; 400/413/415/422 on bad input |
 //! | `GET /orders/{id}` | 200 order; 404 |
 //! | `POST /orders/{id}/cancel` | 200 order with status `cancelled`; 404 |
 //! | `GET /orders/{id}/events` | `text/event-stream` of the order's events, past ones first, then live |
@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use switchyard::contracts::{CancelOrder, ContractError, CreateOrder, Order, Validate, decode};
 use switchyard::names;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 pub use error::ApiError;
@@ -55,15 +56,23 @@ pub struct HttpLimits {
     pub body_limit: usize,
     /// Longest time a request may take before it is answered with 503.
     pub request_timeout: Duration,
+    /// Order requests handled at once; more are answered 503 `overloaded` at once.
+    pub max_in_flight: usize,
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let metrics = state.metrics.clone();
-    Router::new()
+    // Past the bound, requests are refused at once instead of queueing without limit (memory and
+    // latency would grow with the queue). Event streams and health checks are not counted.
+    let capacity = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    let bounded = Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
+        .route_layer(middleware::from_fn_with_state(capacity, shed_load));
+    Router::new()
+        .merge(bounded)
         .route("/orders/{id}/events", get(order_events))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -270,6 +279,13 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn render_metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(state.orders.inventory().breaker());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn shed_load(State(capacity): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    match capacity.try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Overloaded.into_response(),
+    }
 }
 
 async fn request_timeout(State(timeout): State<Duration>, request: Request, next: Next) -> Response {

@@ -81,3 +81,60 @@ async fn a_hung_inventory_times_out_into_a_503_and_does_not_hold_callers() {
     assert!(started.elapsed() < Duration::from_secs(2), "parallel calls took {:?}", started.elapsed());
     swallow.abort();
 }
+
+#[tokio::test]
+async fn at_capacity_further_requests_are_refused_at_once_and_served_again_after() {
+    let mut app = spawn_stack_with(&[
+        "--http-max-in-flight",
+        "2",
+        "--breaker-timeout",
+        "3s",
+        "--breaker-volume-threshold",
+        "100",
+    ])
+    .await;
+    // A hung inventory keeps two order requests in flight for the breaker timeout.
+    let nats = app.nats.client().await;
+    let mut black_hole =
+        nats.queue_subscribe(names::INVENTORY_RESERVE, names::QUEUE_GROUP.into()).await.unwrap();
+    nats.flush().await.unwrap();
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    let swallow = tokio::spawn(async move {
+        while black_hole.next().await.is_some() {
+            let _ = held_tx.send(());
+        }
+    });
+    app.stop_inventory().await;
+    let mut hanging = Vec::new();
+    for _ in 0..2 {
+        let (http, url) = (app.http.clone(), format!("{}/orders", app.base_url));
+        hanging.push(tokio::spawn(async move {
+            http.post(url).json(&order_body("A-1", 1)).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(5), held_rx.recv()).await.unwrap().unwrap();
+    }
+
+    // Both slots are taken: the next order request is refused at once, health checks still answer.
+    let started = Instant::now();
+    let refused = app.post_order(&order_body("A-1", 1), None).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "refused after {:?}", started.elapsed());
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.body["error"], "overloaded", "{}", refused.body);
+    assert_eq!(refused.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(app.get("/health/live").await.status, 200);
+
+    // Once the two hung requests time out, the slots are free again.
+    for call in hanging {
+        assert_eq!(call.await.unwrap(), 503);
+    }
+    let served = app.post_order(&order_body("A-1", 1), None).await;
+    assert_eq!(served.status, 503, "{}", served.body);
+    assert_eq!(
+        served.body["error"], "inventory_unavailable",
+        "no longer refused for capacity: {}",
+        served.body
+    );
+    swallow.abort();
+}

@@ -9,7 +9,7 @@ use clap::Parser;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use switchyard::contracts::{Item, OrderCreated, ReserveRequest, RestockRequest};
-use switchyard::db::Db;
+use switchyard::db::{Db, sqlite_path};
 use switchyard::outbox::{OutboxEvent, Relay, RelayConfig, new_traceparent};
 use switchyard::testkit::{NatsServer, TestDatabase, temp_dir};
 use switchyard::{Shutdown, names};
@@ -119,7 +119,8 @@ pub async fn run(events: usize) -> anyhow::Result<EventsReport> {
 
     // A second inventory with the same reservations, for the second inventory run.
     let inventory_copy = TestDatabase::sqlite();
-    std::fs::copy(sqlite_path(inventory_file.url()), sqlite_path(inventory_copy.url()))
+    let (from, to) = (sqlite_path(inventory_file.url()), sqlite_path(inventory_copy.url()));
+    std::fs::copy(from.context("inventory file")?, to.context("inventory copy")?)
         .context("copy the inventory database")?;
 
     let mut consumers = Vec::new();
@@ -200,12 +201,6 @@ async fn baselines(
     let consume_rate = acked as f64 / started.elapsed().as_secs_f64();
     js.delete_stream("BENCH").await?;
     Ok((publish_rate, consume_rate))
-}
-
-/// The file of a `sqlite://<path>?...` URL.
-fn sqlite_path(url: &str) -> &str {
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    path.split('?').next().unwrap_or(path)
 }
 
 /// Runs one service's consumer on the backlog until it has acked every event; returns its rate.

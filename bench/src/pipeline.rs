@@ -19,7 +19,7 @@ use serde::Serialize;
 use switchyard::client::RequestClient;
 use switchyard::contracts::{RestockReply, RestockRequest};
 use switchyard::names;
-use switchyard::testkit::{NatsServer, temp_dir};
+use switchyard::testkit::{NatsServer, free_port, temp_dir};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -91,10 +91,6 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(exe.parent().context("binary without a directory")?.to_path_buf())
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?.local_addr()?.port())
-}
-
 /// An acknowledgement seen on the wire: which consumer acked which stream sequence, when.
 #[derive(Debug, Clone, Copy)]
 struct Ack {
@@ -129,7 +125,7 @@ pub async fn run(rates: &[u32], duration: Duration) -> anyhow::Result<PipelineRe
     let nats = NatsServer::start();
     let nats_pid = nats.pid().context("nats-server pid")?;
     let dir = temp_dir();
-    let port = free_port()?;
+    let port = free_port().context("no free port")?;
     let mut processes = Vec::new();
     for service in SERVICES {
         let data_dir = dir.path().join(service);

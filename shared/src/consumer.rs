@@ -501,45 +501,45 @@ impl Lane {
                     self.settle(&message, &delivery, result).await;
                 }
             }
-            Handling::Batched { db, apply } => {
-                let prepared = join_all(
-                    deliveries
-                        .iter()
-                        .map(|(_, delivery)| AssertUnwindSafe(apply.prepare(delivery)).catch_unwind()),
-                )
-                .await;
-                let mut ready = Vec::with_capacity(deliveries.len());
-                for ((message, delivery), result) in deliveries.into_iter().zip(prepared) {
-                    match result.unwrap_or_else(|_| Err(panicked())) {
-                        Ok(()) => ready.push((message, delivery)),
-                        Err(err) => self.settle(&message, &delivery, Err(err)).await,
-                    }
+            Handling::Batched { db, apply } => self.apply_batch(db, apply.as_ref(), deliveries).await,
+        }
+        progress.abort();
+    }
+
+    /// Group commit: prepares every delivery, applies those prepared in one transaction and
+    /// settles them; if the transaction fails, applies each again in one of its own.
+    async fn apply_batch(&self, db: &Db, apply: &dyn Apply, deliveries: Vec<(jetstream::Message, Delivery)>) {
+        let prepared = join_all(
+            deliveries.iter().map(|(_, delivery)| AssertUnwindSafe(apply.prepare(delivery)).catch_unwind()),
+        )
+        .await;
+        let mut ready = Vec::with_capacity(deliveries.len());
+        for ((message, delivery), result) in deliveries.into_iter().zip(prepared) {
+            match result.unwrap_or_else(|_| Err(panicked())) {
+                Ok(()) => ready.push((message, delivery)),
+                Err(err) => self.settle(&message, &delivery, Err(err)).await,
+            }
+        }
+        match self.apply_together(db, apply, &ready).await {
+            Ok(()) => {
+                for (message, delivery) in &ready {
+                    self.settle(message, delivery, Ok(())).await;
                 }
-                let deliveries = ready;
-                if deliveries.is_empty() {
-                    progress.abort();
-                    return;
+            }
+            Err(err) if ready.len() > 1 => {
+                // Rolled back: each delivery again in its own transaction.
+                tracing::debug!(durable = %self.spec.durable, error = %err, size = ready.len(), "batch failed; applying one by one");
+                for one in ready.chunks(1) {
+                    let result = self.apply_together(db, apply, one).await;
+                    self.settle(&one[0].0, &one[0].1, result).await;
                 }
-                let together = deliveries.len() > 1;
-                match self.apply_together(db, apply.as_ref(), &deliveries).await {
-                    Ok(()) => {
-                        for (message, delivery) in &deliveries {
-                            self.settle(message, delivery, Ok(())).await;
-                        }
-                    }
-                    Err(err) if together => {
-                        // Rolled back: each delivery again in its own transaction.
-                        tracing::debug!(durable = %self.spec.durable, error = %err, size = deliveries.len(), "batch failed; applying one by one");
-                        for one in deliveries.chunks(1) {
-                            let result = self.apply_together(db, apply.as_ref(), one).await;
-                            self.settle(&one[0].0, &one[0].1, result).await;
-                        }
-                    }
-                    Err(err) => self.settle(&deliveries[0].0, &deliveries[0].1, Err(err)).await,
+            }
+            Err(err) => {
+                for (message, delivery) in &ready {
+                    self.settle(message, delivery, Err(err.clone())).await;
                 }
             }
         }
-        progress.abort();
     }
 
     /// Applies `deliveries` in one write transaction; when any fails, nothing is committed.
@@ -550,6 +550,9 @@ impl Lane {
         deliveries: &[(jetstream::Message, Delivery)],
     ) -> Result<(), HandleError> {
         let all: Vec<&Delivery> = deliveries.iter().map(|(_, delivery)| delivery).collect();
+        if all.is_empty() {
+            return Ok(());
+        }
         let mut tx = db.begin_write().await?;
         let applied = match all.as_slice() {
             [one] => apply.apply(&mut tx, one),

@@ -226,7 +226,8 @@ fn backend_of(url: &str) -> Result<Backend, DbError> {
     }
 }
 
-fn sqlite_path(url: &str) -> Option<&Path> {
+/// The file of a `sqlite:` URL (`None` for other URLs and in-memory databases).
+pub fn sqlite_path(url: &str) -> Option<&Path> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path))

@@ -25,6 +25,11 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// A free port on loopback (nothing listens on it once this returns).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// Finds the nats-server binary, or panics saying how to install it.
 pub fn nats_server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os(NATS_SERVER_BIN_ENV).filter(|p| !p.is_empty()) {

@@ -75,8 +75,8 @@ impl Trail {
         published_at: &str,
         published_ms: i64,
     ) -> Result<(), HandleError> {
-        // One writer at a time on SQLite (the write slot), instead of meeting at the file lock.
         let row = AuditRow::new(subject, payload, headers, seq, published_at, published_ms)?;
+        // One writer at a time on SQLite (the write slot), instead of meeting at the file lock.
         let mut tx = self.db.begin_write().await?;
         insert(&mut tx, &[row]).await?;
         tx.commit().await?;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use switchyard::Shutdown;
-use switchyard::testkit::{TestDatabase, eventually};
+use switchyard::testkit::{TestDatabase, eventually, free_port};
 
 use crate::helpers::{count, events, nats, publish, publish_created};
 
@@ -19,11 +19,6 @@ impl Drop for SmtpSink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A free port on loopback (nothing listens on it once this returns).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts an aiosmtpd sink on `port` and waits until it listens.
@@ -70,7 +65,7 @@ fn delivered(sink: &SmtpSink) -> Vec<String> {
 #[tokio::test]
 async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arrives() {
     let (nats, js) = nats().await;
-    let sink = smtp_sink_on(free_port()).await;
+    let sink = smtp_sink_on(free_port().unwrap()).await;
     let db = TestDatabase::sqlite();
     let (shutdown, running) = start_email(&nats, &db, sink.port, &[]).await;
 
@@ -111,7 +106,7 @@ async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arriv
 async fn an_smtp_outage_is_retried_until_the_server_is_back() {
     let (nats, js) = nats().await;
     // Nothing listens on this port yet.
-    let port = free_port();
+    let port = free_port().unwrap();
     let db = TestDatabase::sqlite();
     let (shutdown, running) =
         start_email(&nats, &db, port, &["--retry-backoff", "200ms", "--max-deliver", "50"]).await;

@@ -52,7 +52,7 @@ pub struct StackArgs {
     #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
 
-    /// NATS user; default `ops` when the stack was started by `switchyard up`.
+    /// NATS user; default `ops` (the operator user of nats.conf), unless --nats-creds is given.
     #[arg(long, env = "NATS_USER", global = true)]
     pub nats_user: Option<String>,
 
@@ -100,7 +100,13 @@ impl StackArgs {
             .clone()
             .or_else(|| state.as_ref().map(|s| s.nats_url.clone()))
             .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
-        let nats_user = self.nats_user.clone().or_else(|| state.as_ref().map(|s| s.nats_user.clone()));
+        // The CLI is the operator's tool: it logs in as `ops` unless told otherwise, also on a
+        // hand-given --nats-url (a server without authorization ignores the credentials).
+        let nats_user = self
+            .nats_user
+            .clone()
+            .or_else(|| state.as_ref().map(|s| s.nats_user.clone()))
+            .or_else(|| Some(OPS_USER.to_string()));
         let nats_password = match (&self.nats_password, &nats_user) {
             (Some(password), _) => Some(password.clone()),
             (None, Some(user)) if user == OPS_USER => Some(password("OPS_PASSWORD")),
@@ -118,11 +124,59 @@ impl StackArgs {
             .unwrap_or_else(|| "http://127.0.0.1:8080".into())
     }
 
-    /// Connects to NATS.
+    /// Where the stack is said to be, for messages: the URL, and how it was found.
+    pub fn origin(&self) -> String {
+        let nats = self.nats();
+        if self.nats_url.is_some() {
+            nats.nats_url
+        } else if self.state().is_some() {
+            format!(
+                "{} (recorded by switchyard up in {})",
+                nats.nats_url,
+                self.data_dir.join(STATE_FILE).display()
+            )
+        } else {
+            format!(
+                "{} (the default: no {} says where a stack runs)",
+                nats.nats_url,
+                self.data_dir.join(STATE_FILE).display()
+            )
+        }
+    }
+
+    /// Connects to NATS; an authorization failure says which user was refused and what to pass.
     pub async fn connect(&self, purpose: &str) -> anyhow::Result<async_nats::Client> {
         let nats = self.nats();
-        switchyard::nats::connect(&nats, "switchyard", purpose)
-            .await
-            .with_context(|| format!("failed to connect to nats at {}", nats.nats_url))
+        match switchyard::nats::connect(&nats, "switchyard", purpose).await {
+            Ok(client) => Ok(client),
+            Err(switchyard::nats::ConnectError::Connect { source, .. })
+                if source.kind() == async_nats::ConnectErrorKind::AuthorizationViolation =>
+            {
+                let who = match (&nats.nats_creds, &nats.nats_user) {
+                    (Some(creds), _) => format!("the credentials in {}", creds.display()),
+                    (None, Some(user)) => format!("user {user}"),
+                    (None, None) => "an anonymous client".to_string(),
+                };
+                anyhow::bail!(
+                    "authorization failed at {}: the server refused {who}. Pass --nats-user and \
+                     --nats-password (or --nats-creds); on a stack started by `switchyard up` the \
+                     user is ops with $OPS_PASSWORD (default dev-ops)",
+                    self.origin()
+                )
+            }
+            Err(err) => Err(err).with_context(|| format!("failed to connect to nats at {}", self.origin())),
+        }
+    }
+
+    /// Fails when the server at hand runs no Switchyard stack: no micro service answered and
+    /// there is no `ORDERS` stream.
+    pub fn no_stack_error(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "no Switchyard stack at {}: no micro service answered $SRV.PING and there is no {} \
+             stream. Start one with `switchyard up`, or point at one with --data-dir (of a running \
+             `switchyard up`) or --nats-url",
+            self.origin(),
+            switchyard::names::ORDERS_STREAM
+        )
     }
 }

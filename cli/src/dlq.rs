@@ -54,9 +54,15 @@ pub enum DlqCommand {
 
 /// Runs `dlq`.
 pub async fn run(args: &DlqArgs) -> anyhow::Result<()> {
+    if let DlqCommand::Purge { yes: false } = args.command {
+        bail!("purging deletes every dead letter for good: run `switchyard dlq purge --yes`");
+    }
     let client = args.stack.connect("dlq").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let result = run_command(&js, &args.command).await;
+    let result = match js.get_stream(switchyard::names::DLQ_STREAM).await {
+        Ok(_) => run_command(&js, &args.command).await,
+        Err(_) => Err(args.stack.no_stack_error()),
+    };
     switchyard::nats::drain(&client, Duration::from_secs(2)).await;
     result
 }
@@ -109,10 +115,7 @@ async fn run_command(js: &async_nats::jetstream::Context, command: &DlqCommand) 
                 println!("replayed dead letter {seq} as ORDERS sequence {new_seq}");
             }
         }
-        DlqCommand::Purge { yes } => {
-            if !yes {
-                bail!("purging deletes every dead letter for good: run `switchyard dlq purge --yes`");
-            }
+        DlqCommand::Purge { .. } => {
             let purged = dlq::purge(js).await.context("failed to purge dead letters")?;
             println!("purged {purged} dead letters");
         }

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod demo;
 pub mod dlq;
 pub mod health;
+pub mod signals;
 pub mod status;
 pub mod up;
 

@@ -234,6 +234,11 @@ pub async fn collect(client: &async_nats::Client, wait: Duration) -> anyhow::Res
 }
 
 impl Report {
+    /// Whether a Switchyard stack answered: a micro service, or the `ORDERS` stream.
+    pub fn is_stack(&self) -> bool {
+        !self.services.is_empty() || self.streams.iter().any(|s| s.name == names::ORDERS_STREAM)
+    }
+
     /// The report as text tables.
     pub fn text(&self) -> String {
         let mut out = String::new();
@@ -322,9 +327,16 @@ impl Report {
 
 /// Runs `status`.
 pub async fn run(args: &StatusArgs) -> anyhow::Result<()> {
+    // One listener for the whole watch: a Ctrl-C during a refresh ends it after that refresh.
+    let mut signals = if args.watch { Some(crate::signals::Signals::listen()?) } else { None };
     let client = args.stack.connect("status").await?;
     loop {
         let report = collect(&client, args.wait).await?;
+        let found = report.is_stack();
+        if !found && !args.watch {
+            switchyard::nats::drain(&client, Duration::from_secs(2)).await;
+            return Err(args.stack.no_stack_error());
+        }
         if args.watch && !args.json {
             // Clear the screen and draw the report in place.
             print!("\x1b[2J\x1b[H");
@@ -333,13 +345,14 @@ pub async fn run(args: &StatusArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print!("{}", report.text());
+            if !found {
+                println!("\n{:#}", args.stack.no_stack_error());
+            }
         }
-        if !args.watch {
-            break;
-        }
+        let Some(signals) = signals.as_mut() else { break };
         tokio::select! {
             _ = tokio::time::sleep(args.interval) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = signals.recv() => break,
         }
     }
     switchyard::nats::drain(&client, Duration::from_secs(2)).await;

@@ -1,6 +1,11 @@
 //! `switchyard up`: nats-server with the repo's nats.conf and the four services as child
 //! processes on SQLite files under the data dir; waits until all are ready, prints where
 //! everything is, and stops them in order (services drain, then NATS) on Ctrl-C or SIGTERM.
+//!
+//! `up` owns its data dir: an OS lock on `<data-dir>/switchyard.lock` for its whole life, so a
+//! second `up` on the same dir refuses at once and names the first. Each child runs in a process
+//! group of its own, so a Ctrl-C in the terminal reaches `up` alone and `up` stops the children
+//! in order; a child whose `up` dies (even by SIGKILL) gets SIGTERM from the kernel.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,10 @@ use switchyard::names;
 use tokio::process::{Child, Command};
 
 use crate::connect::{DEV_PASSWORDS, OPS_USER, StackArgs, State, password};
+use crate::signals::Signals;
+
+/// The lock file that makes one `up` the owner of a data dir.
+pub const LOCK_FILE: &str = "switchyard.lock";
 
 /// The repo's nats.conf, for when `up` runs where there is none on disk.
 const EMBEDDED_NATS_CONF: &str = include_str!("../../nats.conf");
@@ -26,15 +35,15 @@ pub struct UpArgs {
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// NATS client port; a free one is picked (and said) when it is taken.
+    /// NATS client port; a free one is picked (and said) when it is taken; 0 picks one.
     #[arg(long, env = "NATS_PORT", default_value_t = 4222)]
     pub nats_port: u16,
 
-    /// NATS monitoring port; a free one is picked when it is taken.
+    /// NATS monitoring port; a free one is picked when it is taken; 0 picks one.
     #[arg(long, env = "MONITOR_PORT", default_value_t = 8222)]
     pub monitor_port: u16,
 
-    /// order-service HTTP port; a free one is picked when it is taken.
+    /// order-service HTTP port; a free one is picked when it is taken; 0 picks one.
     #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
 
@@ -54,7 +63,8 @@ pub struct UpArgs {
     #[arg(long, env = "SWITCHYARD_RESTART")]
     pub restart: bool,
 
-    /// Run `switchyard demo` once the stack is ready (it keeps running afterwards).
+    /// Run `switchyard demo` once the stack is ready (it keeps running afterwards). The demo
+    /// places its orders on every start: the data dir keeps those of earlier runs.
     #[arg(long)]
     pub demo: bool,
 
@@ -91,7 +101,23 @@ impl Service {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("failed to open {}", self.log.display()))?;
-        let child = Command::new(&self.command[0])
+        let mut command = Command::new(&self.command[0]);
+        // A process group of its own: a terminal's Ctrl-C reaches `up` alone, and `up` stops
+        // the children in order. SIGTERM from the kernel if `up` itself dies.
+        command.process_group(0);
+        let parent = nix::unistd::getpid();
+        // SAFETY: the closure runs in the child between fork and exec and only makes two
+        // async-signal-safe system calls (prctl, getppid).
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("switchyard up exited while starting a service"));
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .args(&self.command[1..])
             // Each service gets its own SQLite file under the data dir and logs in as its own
             // user: a DATABASE_URL or NATS_CREDS from this shell would make them share one.
@@ -112,14 +138,18 @@ impl Service {
     /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL.
     async fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else { return };
+        println!("  stopping {}", self.name);
         if let Some(pid) = child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
         match tokio::time::timeout(grace, child.wait()).await {
-            Ok(_) => println!("  stopped {}", self.name),
+            Ok(Ok(status)) if status.success() => println!("  stopped {}", self.name),
+            Ok(Ok(status)) => println!("  stopped {} ({status})", self.name),
+            Ok(Err(err)) => println!("  stopped {} (cannot read its exit status: {err})", self.name),
             Err(_) => {
                 eprintln!("  {} did not stop within {grace:?}; killing it", self.name);
                 let _ = child.kill().await;
+                println!("  stopped {} (killed)", self.name);
             }
         }
     }
@@ -134,6 +164,9 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn pick_port(wanted: u16, what: &str) -> anyhow::Result<u16> {
+    if wanted == 0 {
+        return free_port();
+    }
     if port_free(wanted) {
         return Ok(wanted);
     }
@@ -176,11 +209,42 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Takes the data dir for this `up`, or says who has it.
+fn own_data_dir(data_dir: &Path) -> anyhow::Result<std::sync::Arc<switchyard::ownership::Ownership>> {
+    let lock = data_dir.join(LOCK_FILE);
+    let description = format!("switchyard up pid {}", std::process::id());
+    match switchyard::ownership::acquire(&lock, &format!("data dir {}", data_dir.display()), &description) {
+        Ok(ownership) => Ok(ownership),
+        Err(err) => match err.owner() {
+            Some(owner) => {
+                let running = match State::read(data_dir) {
+                    Some(state) => format!(
+                        "it runs NATS at {}, the HTTP API at {}, monitoring at {}",
+                        state.nats_url, state.http_url, state.monitor_url
+                    ),
+                    None => "it is still starting (or stopping)".to_string(),
+                };
+                let pid = owner.rsplit(' ').next().unwrap_or("?");
+                bail!(
+                    "the data dir {} is in use by another stack ({owner}); {running}.\n\
+                     Stop that one first (Ctrl-C in its terminal, or kill {pid}), or give this one \
+                     another --data-dir.",
+                    data_dir.display()
+                )
+            }
+            None => Err(err).context("cannot lock the data dir"),
+        },
+    }
+}
+
 /// Runs `up`.
 pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
+    // Signals first: from here on a Ctrl-C stops what has been started, in order.
+    let mut signals = Signals::listen()?;
     std::fs::create_dir_all(args.data_dir.join("logs"))
         .with_context(|| format!("failed to create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize().context("data dir")?;
+    let _ownership = own_data_dir(&data_dir)?;
     let logs = data_dir.join("logs");
     let nats_port = pick_port(args.nats_port, "NATS")?;
     let monitor_port = pick_port(args.monitor_port, "monitoring")?;
@@ -227,17 +291,21 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         restarts: 0,
     };
     nats.spawn().await?;
-    let ready = wait_until(Duration::from_secs(20), || async {
-        std::fs::read_to_string(&nats_log).unwrap_or_default().contains("Server is ready")
-    })
-    .await;
-    if !ready {
-        nats.stop(Duration::from_secs(1)).await;
-        bail!(
-            "nats-server did not start:\n{}\n{}",
-            tail(&nats_log, 20),
-            tail(&logs.join("nats-server.out"), 20)
-        );
+    let started = tokio::select! {
+        ready = wait_until(Duration::from_secs(20), || async {
+            std::fs::read_to_string(&nats_log).unwrap_or_default().contains("Server is ready")
+        }) => if ready { Ok(()) } else {
+            Err(anyhow::anyhow!(
+                "nats-server did not start:\n{}\n{}",
+                tail(&nats_log, 20),
+                tail(&logs.join("nats-server.out"), 20)
+            ))
+        },
+        signal = signals.recv() => Err(anyhow::anyhow!("{signal} during start-up; stopped")),
+    };
+    if let Err(err) = started {
+        nats.stop(Duration::from_secs(5)).await;
+        return Err(err);
     }
 
     let bins = bin_dir(args.bin_dir.as_ref())?;
@@ -245,7 +313,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     for (binary, user, variable) in SERVICES {
         let path = bins.join(binary);
         if !path.is_file() {
-            nats.stop(Duration::from_secs(5)).await;
+            stop_all(&mut services, &mut nats).await;
             bail!("{} not found: build the services (cargo build --bins) or pass --bin-dir", path.display());
         }
         let mut command = vec![path.display().to_string()];
@@ -267,7 +335,10 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
             child: None,
             restarts: 0,
         };
-        service.spawn().await?;
+        if let Err(err) = service.spawn().await {
+            stop_all(&mut services, &mut nats).await;
+            return Err(err);
+        }
         services.push(service);
     }
 
@@ -278,11 +349,13 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         nats_creds: None,
         data_dir: data_dir.clone(),
     };
-    if let Err(err) = wait_ready(&stack, &http_url, &mut services).await {
-        for service in services.iter_mut().rev() {
-            service.stop(Duration::from_secs(10)).await;
-        }
-        nats.stop(Duration::from_secs(5)).await;
+    let ready = tokio::select! {
+        ready = wait_ready(&stack, &http_url, &mut services) => ready,
+        signal = signals.recv() => Err(anyhow::anyhow!("{signal} during start-up; stopped")),
+    };
+    if let Err(err) = ready {
+        println!("stopping");
+        stop_all(&mut services, &mut nats).await;
         return Err(err);
     }
     let state = State {
@@ -306,6 +379,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     );
     println!("READY nats_url={nats_url} http_url={http_url}");
 
+    let mut stop = false;
     if args.demo {
         let demo = crate::demo::DemoArgs {
             stack: stack.clone(),
@@ -314,26 +388,37 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
             concurrency: 16,
             quiet: false,
         };
-        match crate::demo::run(&demo).await {
-            Ok(summary) => println!("{}", summary.table()),
-            Err(err) => eprintln!("demo failed: {err:#}"),
+        tokio::select! {
+            result = crate::demo::run(&demo) => match result {
+                Ok(summary) => println!("{}", summary.table()),
+                Err(err) => eprintln!("demo failed: {err:#}"),
+            },
+            signal = signals.recv() => {
+                println!("\n{signal}: demo interrupted");
+                stop = true;
+            }
         }
     }
 
-    if !args.exit_after_ready {
+    if !args.exit_after_ready && !stop {
         println!("Running. Press Ctrl-C to stop.");
-        supervise(&mut services, args.restart).await;
+        supervise(&mut services, &mut signals, args.restart).await;
     }
 
     println!("stopping");
-    // order-service first (HTTP drains, its outbox flushes), then the consumers, then NATS.
+    stop_all(&mut services, &mut nats).await;
+    let _ = std::fs::remove_file(data_dir.join(crate::connect::STATE_FILE));
+    println!("stopped");
+    Ok(())
+}
+
+/// Stops the services in reverse start order (order-service first: HTTP drains, its outbox
+/// flushes; then the consumers), then NATS.
+async fn stop_all(services: &mut [Service], nats: &mut Service) {
     for service in services.iter_mut().rev() {
         service.stop(Duration::from_secs(20)).await;
     }
     nats.stop(Duration::from_secs(10)).await;
-    let _ = std::fs::remove_file(data_dir.join(crate::connect::STATE_FILE));
-    println!("stopped");
-    Ok(())
 }
 
 async fn wait_until<F, Fut>(deadline: Duration, mut condition: F) -> bool
@@ -398,23 +483,13 @@ async fn wait_ready(stack: &StackArgs, http_url: &str, services: &mut [Service])
 
 /// Watches the children until Ctrl-C or SIGTERM; reports (and with `restart`, restarts) any that
 /// die.
-async fn supervise(services: &mut [Service], restart: bool) {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => Some(signal),
-        Err(err) => {
-            eprintln!("cannot listen for SIGTERM: {err}");
-            None
-        }
-    };
+async fn supervise(services: &mut [Service], signals: &mut Signals, restart: bool) {
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = async {
-                match terminate.as_mut() {
-                    Some(signal) => { signal.recv().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => return,
+            signal = signals.recv() => {
+                println!("{signal} received");
+                return;
+            }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
         for service in services.iter_mut() {
@@ -425,7 +500,13 @@ async fn supervise(services: &mut [Service], restart: bool) {
             if restart {
                 service.restarts += 1;
                 let delay = switchyard::nats::reconnect_delay(service.restarts as usize + 3);
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    signal = signals.recv() => {
+                        println!("{signal} received");
+                        return;
+                    }
+                }
                 match service.spawn().await {
                     Ok(()) => eprintln!("restarted {} (restart #{})", service.name, service.restarts),
                     Err(err) => eprintln!("failed to restart {}: {err:#}", service.name),

@@ -128,6 +128,9 @@ pub struct CheckReply {
     pub all_available: bool,
     /// SKUs that are unknown or short, in request order.
     pub unavailable_ids: Vec<String>,
+    /// The SKUs of `unavailable_ids` that are not in the catalogue at all (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_ids: Vec<String>,
 }
 
 /// `inventory.reserve` request: take items off the available stock for one order.
@@ -153,6 +156,9 @@ pub struct ReserveReply {
     pub reserved: bool,
     /// SKUs that are unknown or short, in request order (empty when reserved).
     pub unavailable_ids: Vec<String>,
+    /// The SKUs of `unavailable_ids` that are not in the catalogue at all (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_ids: Vec<String>,
 }
 
 /// `inventory.release` request: give an order's reserved stock back.
@@ -530,7 +536,8 @@ mod tests {
 
     #[test]
     fn every_reply_round_trips_through_json() {
-        let reserve = ReserveReply { reserved: false, unavailable_ids: vec!["B-2".into()] };
+        let reserve =
+            ReserveReply { reserved: false, unavailable_ids: vec!["B-2".into()], unknown_ids: vec![] };
         let json = serde_json::to_string(&reserve).unwrap();
         assert_eq!(json, r#"{"reserved":false,"unavailable_ids":["B-2"]}"#);
         assert_eq!(serde_json::from_str::<ReserveReply>(&json).unwrap(), reserve);

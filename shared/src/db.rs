@@ -82,6 +82,9 @@ pub struct Db {
     /// meeting at the file lock, where SQLite's busy handler sleeps in growing steps (up to 100 ms)
     /// and turns contention into long tail latencies.
     write_lock: Arc<Mutex<()>>,
+    /// The lock that makes this process the only one on its SQLite file, held as long as any
+    /// clone of the pool lives (see [`crate::ownership`]).
+    owner: Option<Arc<crate::ownership::Ownership>>,
 }
 
 /// A write transaction: a [`Transaction`] that holds this process's SQLite write slot until it
@@ -118,6 +121,17 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 impl Db {
+    /// Ties an ownership lock to the pool: it is released when the last clone is dropped.
+    pub fn owned_by(mut self, owner: Arc<crate::ownership::Ownership>) -> Db {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// The lock file this pool holds, if it was given one.
+    pub fn lock_file(&self) -> Option<&Path> {
+        self.owner.as_deref().map(crate::ownership::Ownership::path)
+    }
+
     /// Opens the database at `url` (creating a SQLite file and its directory when missing) and
     /// runs the migrations for its backend.
     pub async fn connect(url: &str, migrations: &Migrations) -> Result<Db, DbError> {
@@ -168,7 +182,7 @@ impl Db {
                 .collect(),
         );
         migrator.run(&pool).await.map_err(|source| DbError::Migrate { url: redact(url), source })?;
-        Ok(Db { pool, backend, write_lock: Arc::new(Mutex::new(())) })
+        Ok(Db { pool, backend, write_lock: Arc::new(Mutex::new(())), owner: None })
     }
 
     /// The pool, for queries.

@@ -18,6 +18,7 @@ pub mod micro;
 pub mod names;
 pub mod nats;
 pub mod outbox;
+pub mod ownership;
 pub mod platform;
 pub mod shutdown;
 pub mod streams;

@@ -7,6 +7,9 @@ use crate::config::CommonArgs;
 use crate::db::{Db, DbError, Migrations};
 use crate::nats::ConnectError;
 use crate::outbox::{Relay, RelayConfig};
+use crate::ownership::{Ownership, OwnershipError};
+use std::sync::Arc;
+
 use crate::streams::StreamError;
 
 /// Why a service could not open its connections.
@@ -21,6 +24,9 @@ pub enum PlatformError {
     /// The streams could not be declared.
     #[error(transparent)]
     Streams(#[from] StreamError),
+    /// Another process of this service has the SQLite file open.
+    #[error("refusing to open the database (one process per SQLite file; run several instances on Postgres)")]
+    Owned(#[from] OwnershipError),
 }
 
 /// A service's connections.
@@ -40,13 +46,25 @@ pub struct Platform {
 
 impl Platform {
     /// Opens and migrates the database, connects to NATS and declares `ORDERS` and `DLQ`.
+    ///
+    /// On SQLite the service first takes `<file>.lock` ([`crate::ownership`]): a second process
+    /// of the service on the same file is refused with the first one's pid.
     pub async fn connect(
         common: &CommonArgs,
         service: &str,
         migrations: &Migrations,
     ) -> Result<Self, PlatformError> {
         let instance = common.instance_id();
-        let db = Db::connect(&common.database_url_for(service), migrations).await?;
+        let url = common.database_url_for(service);
+        let ownership = match crate::db::sqlite_path(&url) {
+            Some(path) => Some(own_sqlite_file(path, service)?),
+            None => None,
+        };
+        let mut db = Db::connect(&url, migrations).await?;
+        if let Some(ownership) = ownership {
+            // Held as long as the pool: every part of the service that uses the database.
+            db = db.owned_by(ownership);
+        }
         let client = crate::nats::connect(&common.nats, service, &instance).await?;
         let js = jetstream::new(client.clone());
         crate::streams::ensure_streams(&js, &common.streams.settings()).await?;
@@ -62,4 +80,21 @@ impl Platform {
             RelayConfig::default(),
         )
     }
+}
+
+/// Takes `<file>.lock` next to a SQLite file (creating its directory when missing).
+fn own_sqlite_file(path: &std::path::Path, service: &str) -> Result<Arc<Ownership>, PlatformError> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| {
+            PlatformError::Db(DbError::CreateDir { path: dir.display().to_string(), source })
+        })?;
+    }
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    let ownership = crate::ownership::acquire(
+        std::path::Path::new(&lock),
+        &format!("database {}", path.display()),
+        &format!("{service} pid {}", std::process::id()),
+    )?;
+    Ok(ownership)
 }

@@ -30,8 +30,8 @@ impl Shutdown {
         let shutdown = Self::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown signal received");
+            let signal = wait_for_signal().await;
+            tracing::info!(signal, "shutdown signal received");
             trigger.trigger();
         });
         shutdown
@@ -55,7 +55,8 @@ impl Shutdown {
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM and names it.
+async fn wait_for_signal() -> &'static str {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %err, "cannot listen for ctrl-c");
@@ -77,8 +78,8 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        _ = ctrl_c => "SIGINT",
+        _ = terminate => "SIGTERM",
     }
 }
 

@@ -1,5 +1,7 @@
 //! The `switchyard` command against a real stack it starts itself.
 
+mod operator;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,6 +45,9 @@ impl Up {
             .args(["--nats-server"])
             .arg(switchyard::testkit::nats_server_binary())
             .args(extra)
+            // A process group of its own, as a shell gives a foreground job: Ctrl-C in a
+            // terminal is SIGINT to the whole group, which `interrupt` sends.
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -72,10 +77,11 @@ impl Up {
         (Up { child, lines, data_dir: data_dir.to_path_buf(), _taken: taken }, seen)
     }
 
-    /// Sends Ctrl-C and returns the rest of the output and the exit success.
+    /// Sends Ctrl-C as a terminal does (SIGINT to the process group) and returns the rest of
+    /// the output and the exit success.
     async fn interrupt(mut self) -> (Vec<String>, bool) {
         let pid = self.child.id().unwrap();
-        kill(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
+        nix::sys::signal::killpg(Pid::from_raw(pid as i32), Signal::SIGINT).unwrap();
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .expect("up stops")
@@ -88,12 +94,11 @@ impl Up {
     }
 
     async fn run(&self, args: &[&str]) -> (String, bool) {
-        let output = Command::new(switchyard())
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .output()
+        let mut command = Command::new(switchyard());
+        command.args(args).arg("--data-dir").arg(&self.data_dir).kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
             .await
+            .unwrap_or_else(|_| panic!("switchyard {args:?} did not finish within 60 s"))
             .expect("run switchyard");
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         (format!("{text}{}", String::from_utf8_lossy(&output.stderr)), output.status.success())

@@ -4,7 +4,11 @@ use email_service::{App, Config};
 use switchyard::Shutdown;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    switchyard::telemetry::exit_code(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::parse();
     switchyard::telemetry::init(config.common.log_format);
     let shutdown = Shutdown::on_signals();

@@ -98,7 +98,22 @@ impl Inventory {
             .filter(|item| available.get(&item.sku).copied().unwrap_or(0) < i64::from(item.quantity))
             .map(|item| item.sku.clone())
             .collect();
-        Ok(CheckReply { all_available: unavailable_ids.is_empty(), unavailable_ids })
+        let unknown_ids =
+            unavailable_ids.iter().filter(|sku| !available.contains_key(*sku)).cloned().collect();
+        Ok(CheckReply { all_available: unavailable_ids.is_empty(), unavailable_ids, unknown_ids })
+    }
+
+    /// The SKUs of `skus` that are not in the catalogue, in the same order.
+    async fn unknown(&self, skus: &[String]) -> Result<Vec<String>, InventoryError> {
+        let sql =
+            format!("SELECT sku FROM stock WHERE sku IN ({})", switchyard::db::placeholders(1, skus.len()));
+        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for sku in skus {
+            query = query.bind(sku);
+        }
+        let known: std::collections::HashSet<String> =
+            query.fetch_all(self.db.pool()).await?.into_iter().collect();
+        Ok(skus.iter().filter(|sku| !known.contains(*sku)).cloned().collect())
     }
 
     /// Reserves all items for the order, or none. Idempotent per order id.
@@ -127,7 +142,7 @@ impl Inventory {
             return if existing == status::RELEASED {
                 Err(InventoryError::Conflict(format!("the reservation of order {order_id} was released")))
             } else {
-                Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new() })
+                Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new(), unknown_ids: Vec::new() })
             };
         }
 
@@ -149,13 +164,14 @@ impl Inventory {
         }
         if !short.is_empty() {
             tx.rollback().await?;
-            let unavailable_ids = request
+            let unavailable_ids: Vec<String> = request
                 .items
                 .iter()
                 .filter(|i| short.contains(&i.sku.as_str()))
                 .map(|i| i.sku.clone())
                 .collect();
-            return Ok(ReserveReply { reserved: false, unavailable_ids });
+            let unknown_ids = self.unknown(&unavailable_ids).await?;
+            return Ok(ReserveReply { reserved: false, unavailable_ids, unknown_ids });
         }
 
         let now = now_rfc3339();
@@ -179,7 +195,7 @@ impl Inventory {
                 .await?;
         }
         tx.commit().await?;
-        Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new() })
+        Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new(), unknown_ids: Vec::new() })
     }
 
     /// Puts a reserved order's stock back. Idempotent; `released: false` when the order has no

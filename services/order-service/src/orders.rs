@@ -35,9 +35,12 @@ pub enum Placed {
 /// Why an order was not placed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
-    /// Some items are unknown or short; nothing was reserved.
+    /// Some items are short; nothing was reserved.
     #[error("out of stock: {0:?}")]
     OutOfStock(Vec<String>),
+    /// Some items are not in the catalogue at all; nothing was reserved.
+    #[error("unknown SKUs: {0:?}")]
+    UnknownSku(Vec<String>),
     /// Inventory is unavailable (breaker open, timeout, no responders).
     #[error("inventory unavailable: {reason}")]
     InventoryUnavailable { retry_after: Duration, reason: String },
@@ -172,6 +175,7 @@ impl OrderService {
             Ok(Placed::Created(_)) => "accepted",
             Ok(Placed::Replayed(_)) => "replayed",
             Err(PlaceError::OutOfStock(_)) => "out_of_stock",
+            Err(PlaceError::UnknownSku(_)) => "unknown_sku",
             Err(PlaceError::InventoryUnavailable { .. }) => "inventory_unavailable",
             Err(PlaceError::IdempotencyKeyReused | PlaceError::Abandoned(_)) => "rejected",
             Err(PlaceError::Internal(_)) => "error",
@@ -204,7 +208,11 @@ impl OrderService {
             )),
         })?;
         if !reply.reserved {
-            return Err(PlaceError::OutOfStock(reply.unavailable_ids));
+            return Err(if reply.unknown_ids.is_empty() {
+                PlaceError::OutOfStock(reply.unavailable_ids)
+            } else {
+                PlaceError::UnknownSku(reply.unknown_ids)
+            });
         }
 
         let order = Order {

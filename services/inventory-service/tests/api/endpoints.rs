@@ -47,7 +47,7 @@ async fn check_reports_short_and_unknown_skus_as_unavailable() {
 
     let ok: CheckReply =
         app.call(names::INVENTORY_CHECK, &CheckRequest { items: vec![item("A-1", 2)] }).await.unwrap();
-    assert_eq!(ok, CheckReply { all_available: true, unavailable_ids: vec![] });
+    assert_eq!(ok, CheckReply { all_available: true, unavailable_ids: vec![], unknown_ids: vec![] });
 
     let short: CheckReply = app
         .call(
@@ -58,7 +58,11 @@ async fn check_reports_short_and_unknown_skus_as_unavailable() {
         .unwrap();
     assert_eq!(
         short,
-        CheckReply { all_available: false, unavailable_ids: vec!["B-2".into(), "NOPE".into()] }
+        CheckReply {
+            all_available: false,
+            unavailable_ids: vec!["B-2".into(), "NOPE".into()],
+            unknown_ids: vec!["NOPE".into()]
+        }
     );
 }
 
@@ -113,7 +117,14 @@ async fn reserve_is_all_or_nothing_and_names_the_unknown_sku() {
         )
         .await
         .unwrap();
-    assert_eq!(reply, ReserveReply { reserved: false, unavailable_ids: vec!["GHOST".into()] });
+    assert_eq!(
+        reply,
+        ReserveReply {
+            reserved: false,
+            unavailable_ids: vec!["GHOST".into()],
+            unknown_ids: vec!["GHOST".into()]
+        }
+    );
     let stock: StockReply = app.call(names::INVENTORY_STOCK, &StockRequest::default()).await.unwrap();
     assert_eq!(stock.items[0], StockLevel { sku: "A-1".into(), available: 10, reserved: 0 });
 }
@@ -125,7 +136,7 @@ async fn a_repeated_reserve_answers_the_same_and_reserves_nothing_more() {
     let request = ReserveRequest { order_id: Uuid::new_v4(), items: vec![item("A-1", 3)] };
     for _ in 0..3 {
         let reply: ReserveReply = app.call(names::INVENTORY_RESERVE, &request).await.unwrap();
-        assert_eq!(reply, ReserveReply { reserved: true, unavailable_ids: vec![] });
+        assert_eq!(reply, ReserveReply { reserved: true, unavailable_ids: vec![], unknown_ids: vec![] });
     }
     let stock: StockReply = app.call(names::INVENTORY_STOCK, &StockRequest::default()).await.unwrap();
     assert_eq!(stock.items[0], StockLevel { sku: "A-1".into(), available: 7, reserved: 3 });

@@ -6,7 +6,7 @@ use crate::helpers::spawn_inventory;
 async fn a_python_client_discovers_and_calls_inventory_like_the_nats_cli() {
     let app = spawn_inventory().await;
     app.restock("A-1", 5).await;
-    let script = crate::helpers::interop_dir().join("micro_cli.py");
+    let script = crate::helpers::interop_dir().join("micro_interop_check.py");
     let url = app.nats.url();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(switchyard::testkit::python())

@@ -3,10 +3,31 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+/// A JSON response body that ends with a newline, so that a terminal's prompt does not land
+/// on the same line as `curl`'s output.
+#[derive(Debug, Clone)]
+pub struct JsonLine<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for JsonLine<T> {
+    fn into_response(self) -> Response {
+        let json = HeaderValue::from_static("application/json");
+        match serde_json::to_vec(&self.0) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                ([(header::CONTENT_TYPE, json)], body).into_response()
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot serialize a response body");
+                let body = "{\"error\":\"internal_error\",\"message\":\"internal error\"}\n";
+                (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, json)], body).into_response()
+            }
+        }
+    }
+}
 
 /// An HTTP error answer.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +44,9 @@ pub enum ApiError {
     /// 409: some items are out of stock; nothing was reserved.
     #[error("out of stock")]
     OutOfStock(Vec<String>),
+    /// 422: some items are not in the catalogue at all; nothing was reserved.
+    #[error("unknown SKUs: {}", .0.join(", "))]
+    UnknownSku(Vec<String>),
     /// 409: the request conflicts with earlier ones (an abandoned idempotency key).
     #[error("{0}")]
     Conflict(String),
@@ -59,7 +83,7 @@ impl ApiError {
             ApiError::OutOfStock(_) | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable { .. } | ApiError::UnknownSku(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::InventoryUnavailable { .. } | ApiError::Timeout | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -73,6 +97,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::OutOfStock(_) => "out_of_stock",
+            ApiError::UnknownSku(_) => "unknown_sku",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -91,10 +116,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "request failed");
         }
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        if let ApiError::OutOfStock(ids) = &self {
-            body["unavailable_ids"] = json!(ids);
+        match &self {
+            ApiError::OutOfStock(ids) => body["unavailable_ids"] = json!(ids),
+            ApiError::UnknownSku(ids) => body["unknown_ids"] = json!(ids),
+            _ => {}
         }
-        let mut response = (self.status(), Json(body)).into_response();
+        let mut response = (self.status(), JsonLine(body)).into_response();
         let retry_after = match &self {
             ApiError::InventoryUnavailable { retry_after } => Some(*retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -23,7 +24,6 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::json;
 use switchyard::contracts::{CancelOrder, ContractError, CreateOrder, Order, Validate, decode};
@@ -31,7 +31,7 @@ use switchyard::names;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-pub use error::ApiError;
+pub use error::{ApiError, JsonLine};
 
 use crate::metrics::Metrics;
 use crate::orders::{CancelError, OrderService, PlaceError, Placed, validate_idempotency_key};
@@ -161,6 +161,7 @@ async fn create_order(
     };
     let placed = state.orders.place(request, key.as_deref()).await.map_err(|err| match err {
         PlaceError::OutOfStock(ids) => ApiError::OutOfStock(ids),
+        PlaceError::UnknownSku(ids) => ApiError::UnknownSku(ids),
         PlaceError::InventoryUnavailable { retry_after, reason } => {
             tracing::warn!(%reason, "inventory unavailable, answering 503");
             ApiError::InventoryUnavailable { retry_after }
@@ -176,7 +177,7 @@ async fn create_order(
         Placed::Created(order) => (order, false),
         Placed::Replayed(order) => (order, true),
     };
-    let mut response = (StatusCode::CREATED, Json(&order)).into_response();
+    let mut response = (StatusCode::CREATED, JsonLine(&order)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
@@ -186,10 +187,13 @@ async fn create_order(
     Ok(response)
 }
 
-async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Order>, ApiError> {
+async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<JsonLine<Order>, ApiError> {
     let id = parse_order_id(&id)?;
     match state.orders.get(id).await {
-        Ok(Some(order)) => Ok(Json(order)),
+        Ok(Some(order)) => Ok(JsonLine(order)),
         Ok(None) => Err(ApiError::NotFound),
         Err(err) => Err(ApiError::Internal(format!("{err:?}"))),
     }
@@ -203,7 +207,7 @@ async fn cancel_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Order>, ApiError> {
+) -> Result<JsonLine<Order>, ApiError> {
     let id = parse_order_id(&id)?;
     // The body is optional: none, or `{"reason": "..."}`.
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
@@ -212,7 +216,7 @@ async fn cancel_order(
         decode_json::<CancelOrder>(&body)?.reason
     };
     match state.orders.cancel(id, reason).await {
-        Ok(order) => Ok(Json(order)),
+        Ok(order) => Ok(JsonLine(order)),
         Err(CancelError::NotFound) => Err(ApiError::NotFound),
         Err(CancelError::Store(err)) => Err(ApiError::Internal(format!("{err:?}"))),
     }
@@ -260,8 +264,8 @@ async fn order_events(State(state): State<AppState>, Path(id): Path<String>) -> 
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
 
-async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "status": "live" }))
+async fn live() -> JsonLine<serde_json::Value> {
+    JsonLine(json!({ "status": "live" }))
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -273,7 +277,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         "nats": if nats { "connected" } else { "disconnected" },
         "database": if database { "ok" } else { "unreachable" },
     });
-    (status, Json(body)).into_response()
+    (status, JsonLine(body)).into_response()
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {

@@ -181,6 +181,11 @@ pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("response body");
+    let json = headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        // Every JSON body, success or error, ends its line (curl's output does not run into the prompt).
+        assert!(bytes.ends_with(b"}\n"), "a JSON body without its final newline: {bytes:?}");
+    }
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Answer { status, headers, body }
 }

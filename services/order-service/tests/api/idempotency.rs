@@ -66,7 +66,8 @@ async fn concurrent_requests_with_one_key_make_one_order() {
 #[tokio::test]
 async fn an_out_of_stock_attempt_leaves_the_key_free_for_a_retry() {
     let app = spawn_stack().await;
-    assert_eq!(app.post_order(&order_body("A-1", 1), Some("retry-me")).await.status, 409);
     app.restock("A-1", 1).await;
-    assert_eq!(app.post_order(&order_body("A-1", 1), Some("retry-me")).await.status, 201);
+    assert_eq!(app.post_order(&order_body("A-1", 2), Some("retry-me")).await.status, 409);
+    app.restock("A-1", 1).await;
+    assert_eq!(app.post_order(&order_body("A-1", 2), Some("retry-me")).await.status, 201);
 }

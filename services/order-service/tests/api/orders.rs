@@ -30,12 +30,32 @@ async fn an_order_in_stock_is_created_reserved_and_readable() {
 async fn an_order_out_of_stock_gets_409_with_the_missing_skus_and_reserves_nothing() {
     let app = spawn_stack().await;
     app.restock("A-1", 1).await;
-    let body = json!({ "user_id": "u1", "items": [{ "sku": "A-1", "quantity": 1 }, { "sku": "B-2", "quantity": 1 }] });
+    app.restock("B-2", 1).await;
+    let body = json!({ "user_id": "u1", "items": [{ "sku": "A-1", "quantity": 1 }, { "sku": "B-2", "quantity": 2 }] });
     let answer = app.post_order(&body, None).await;
     assert_eq!(answer.status, 409);
     assert_eq!(answer.body["error"], "out_of_stock");
     assert_eq!(answer.body["unavailable_ids"], json!(["B-2"]));
     app.settled_stock("A-1", 1).await;
+    app.settled_stock("B-2", 1).await;
+}
+
+#[tokio::test]
+async fn an_order_for_an_unknown_sku_gets_422_unknown_sku_not_out_of_stock() {
+    let app = spawn_stack().await;
+    app.restock("A-1", 1).await;
+    app.restock("B-2", 1).await;
+    // One known line in stock, one known but short, one unknown: the unknown one decides.
+    let body = json!({ "user_id": "u1", "items": [
+        { "sku": "A-1", "quantity": 1 }, { "sku": "B-2", "quantity": 5 }, { "sku": "NOPE", "quantity": 1 }
+    ] });
+    let answer = app.post_order(&body, None).await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(answer.body["error"], "unknown_sku");
+    assert_eq!(answer.body["unknown_ids"], json!(["NOPE"]));
+    assert!(answer.body["message"].as_str().unwrap().contains("NOPE"), "{}", answer.body);
+    app.settled_stock("A-1", 1).await;
+    app.settled_stock("B-2", 1).await;
 }
 
 #[tokio::test]

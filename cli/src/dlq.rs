@@ -35,7 +35,9 @@ pub enum DlqCommand {
         /// Its sequence in the DLQ stream.
         seq: u64,
     },
-    /// Republish dead letters to their origin subjects and remove them from the DLQ.
+    /// Send dead letters back to the one consumer that failed each (and to no other), remove
+    /// them from the DLQ, and report per letter what became of it. Exits 1 when any failed again
+    /// or did not settle within --wait.
     Replay {
         /// Sequences to replay.
         #[arg(required_unless_present = "all")]
@@ -43,6 +45,9 @@ pub enum DlqCommand {
         /// Replay every dead letter.
         #[arg(long, conflicts_with = "seq")]
         all: bool,
+        /// How long to wait for each replay to be applied or to fail again; 0 only sends it.
+        #[arg(long, value_parser = switchyard::config::parse_duration, default_value = "10s")]
+        wait: Duration,
     },
     /// Delete every dead letter.
     Purge {
@@ -97,7 +102,7 @@ async fn run_command(js: &async_nats::jetstream::Context, command: &DlqCommand) 
                 dlq::show(js, *seq).await.with_context(|| format!("failed to show dead letter {seq}"))?;
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }
-        DlqCommand::Replay { seq, all } => {
+        DlqCommand::Replay { seq, all, wait } => {
             let seqs: Vec<u64> = if *all {
                 dlq::list(js, usize::MAX)
                     .await
@@ -108,11 +113,48 @@ async fn run_command(js: &async_nats::jetstream::Context, command: &DlqCommand) 
             } else {
                 seq.clone()
             };
-            for seq in seqs {
-                let new_seq = dlq::replay(js, seq)
+            let (mut applied, mut failed, mut pending) = (0, 0, 0);
+            for seq in &seqs {
+                let replayed = dlq::replay(js, *seq)
                     .await
                     .with_context(|| format!("failed to replay dead letter {seq}"))?;
-                println!("replayed dead letter {seq} as ORDERS sequence {new_seq}");
+                let what = format!(
+                    "dead letter {seq} ({}) replayed to consumer {} (REPLAY seq {})",
+                    replayed.origin_subject, replayed.consumer, replayed.replay_seq
+                );
+                if wait.is_zero() {
+                    println!("{what}: sent, not waited for");
+                    continue;
+                }
+                match dlq::outcome(js, &replayed, *wait).await.context("failed to follow the replay")? {
+                    dlq::Outcome::Applied => {
+                        applied += 1;
+                        println!("{what}: applied");
+                    }
+                    dlq::Outcome::FailedAgain(letter) => {
+                        failed += 1;
+                        println!(
+                            "{what}: failed again, now dead letter {} ({}: {})",
+                            letter.seq, letter.reason, letter.error
+                        );
+                    }
+                    dlq::Outcome::Pending => {
+                        pending += 1;
+                        println!(
+                            "{what}: not settled within {wait:?} (is the {} consumer running?)",
+                            replayed.consumer
+                        );
+                    }
+                }
+            }
+            if !wait.is_zero() {
+                println!(
+                    "{} replayed: {applied} applied, {failed} failed again, {pending} not settled",
+                    seqs.len()
+                );
+                if failed + pending > 0 {
+                    bail!("{failed} replayed dead letters failed again and {pending} did not settle");
+                }
             }
         }
         DlqCommand::Purge { .. } => {

@@ -193,7 +193,7 @@ pub async fn collect(client: &async_nats::Client, wait: Duration) -> anyhow::Res
     let js = async_nats::jetstream::new(client.clone());
     let mut streams = Vec::new();
     let mut consumers = Vec::new();
-    for name in [names::ORDERS_STREAM, names::DLQ_STREAM] {
+    for name in [names::ORDERS_STREAM, names::DLQ_STREAM, names::REPLAY_STREAM] {
         let Ok(mut stream) = js.get_stream(name).await else { continue };
         let info = stream.info().await.context("stream info")?.clone();
         streams.push(StreamReport {
@@ -306,12 +306,12 @@ impl Report {
         }
         out.push_str("\nCONSUMERS\n");
         out.push_str(&format!(
-            "{:<8} {:<10} {:>9} {:>11} {:>11} {:>9}  {}\n",
+            "{:<8} {:<16} {:>9} {:>11} {:>11} {:>9}  {}\n",
             "stream", "consumer", "pending", "ack pending", "redelivered", "acked", "last active"
         ));
         for consumer in &self.consumers {
             out.push_str(&format!(
-                "{:<8} {:<10} {:>9} {:>11} {:>11} {:>9}  {}\n",
+                "{:<8} {:<16} {:>9} {:>11} {:>11} {:>9}  {}\n",
                 consumer.stream,
                 consumer.name,
                 consumer.pending,

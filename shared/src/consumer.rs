@@ -17,6 +17,12 @@
 //!   token) go to the same lane, so each order's events are handled in stream order.
 //! - On shutdown it stops pulling, lets every lane finish the message it is on (and ack it), and
 //!   naks what was queued but not started, so another instance takes it at once.
+//! - Replays: beside its durable on the stream, each consumer binds a durable on `REPLAY`
+//!   (`<stream>_<durable>`, filtered to `replay.<stream>.<durable>.>`) that receives the dead
+//!   letters replayed to it alone ([`crate::dlq::replay`]). A replayed message reaches the handler
+//!   exactly like the original (its subject, stream sequence, payload and event id, so the inbox
+//!   still holds) with [`Delivery::replay_of`] naming the letter; failing again, it becomes one
+//!   new dead letter of this consumer.
 
 use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
@@ -55,6 +61,26 @@ pub mod dlq_headers {
     pub const ERROR: &str = "Switchyard-Error";
     /// The origin message's `Nats-Msg-Id`, when it had one.
     pub const ORIGIN_MSG_ID: &str = "Switchyard-Origin-Msg-Id";
+    /// On a replayed message (and on the dead letter it may become again): the `DLQ` sequence of
+    /// the letter it replays.
+    pub const REPLAY_OF: &str = "Switchyard-Replay-Of";
+
+    /// Whether a header is one of the dead-letter headers above (set anew, never copied).
+    pub fn is_dlq_header(name: &str) -> bool {
+        [
+            ORIGIN_STREAM,
+            ORIGIN_SUBJECT,
+            ORIGIN_SEQ,
+            CONSUMER,
+            DELIVERIES,
+            REASON,
+            ERROR,
+            ORIGIN_MSG_ID,
+            REPLAY_OF,
+        ]
+        .iter()
+        .any(|header| header.eq_ignore_ascii_case(name))
+    }
 }
 
 /// A consumer's configuration.
@@ -167,6 +193,9 @@ pub struct Delivery {
     pub delivered: i64,
     /// When it was published (RFC 3339).
     pub published: String,
+    /// On a replayed dead letter: the letter's sequence in `DLQ` (the subject, sequence and
+    /// payload above are the original's).
+    pub replay_of: Option<u64>,
 }
 
 impl Delivery {
@@ -300,20 +329,47 @@ impl Consumer {
 
     /// Creates the durable consumer, or updates it to this spec.
     pub async fn bind(&self) -> Result<jetstream::consumer::Consumer<pull::Config>, ConsumerError> {
-        let stream = self
-            .js
-            .get_stream(&self.spec.stream)
-            .await
-            .map_err(|e| ConsumerError::Stream { stream: self.spec.stream.clone(), detail: e.to_string() })?;
-        stream
-            .create_consumer(self.spec.config())
-            .await
-            .map_err(|e| ConsumerError::Create { durable: self.spec.durable.clone(), detail: e.to_string() })
+        self.create(&self.spec.stream, self.spec.config()).await
     }
 
-    /// Binds the consumer, then handles messages until `shutdown`.
+    /// Creates the consumer's durable on `REPLAY`, or updates it: the same knobs, filtered to the
+    /// letters replayed to this consumer alone.
+    pub async fn bind_replay(&self) -> Result<jetstream::consumer::Consumer<pull::Config>, ConsumerError> {
+        let durable = crate::names::replay_durable(&self.spec.stream, &self.spec.durable);
+        let config = pull::Config {
+            durable_name: Some(durable.clone()),
+            description: Some(format!(
+                "switchyard replays to consumer {} of {}",
+                self.spec.durable, self.spec.stream
+            )),
+            filter_subject: crate::names::replay_filter(&self.spec.stream, &self.spec.durable),
+            filter_subjects: Vec::new(),
+            ..self.spec.config()
+        };
+        self.create(crate::names::REPLAY_STREAM, config).await
+    }
+
+    async fn create(
+        &self,
+        stream: &str,
+        config: pull::Config,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, ConsumerError> {
+        let durable = config.durable_name.clone().unwrap_or_default();
+        let stream = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| ConsumerError::Stream { stream: stream.to_string(), detail: e.to_string() })?;
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| ConsumerError::Create { durable, detail: e.to_string() })
+    }
+
+    /// Binds the consumer (and its replay durable), then handles messages until `shutdown`.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), ConsumerError> {
         let consumer = self.bind().await?;
+        let replays = self.bind_replay().await?;
         tracing::info!(durable = %self.spec.durable, stream = %self.spec.stream, "consumer bound");
         let lanes = self.spec.concurrency.max(1);
         let mut senders = Vec::with_capacity(lanes);
@@ -329,48 +385,62 @@ impl Consumer {
             };
             workers.push(tokio::spawn(lane.run(rx, shutdown.clone())));
         }
-
-        let mut failures = 0usize;
-        'pull: while !shutdown.is_triggered() {
-            let stream = consumer.stream().max_messages_per_batch(self.spec.batch).messages().await;
-            let mut messages = match stream {
-                Ok(messages) => messages,
-                Err(err) => {
-                    failures += 1;
-                    let delay = crate::nats::reconnect_delay(failures);
-                    tracing::warn!(durable = %self.spec.durable, error = %err, retry_in = ?delay, "cannot pull messages");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => continue,
-                        _ = shutdown.wait() => break,
-                    }
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    next = messages.next() => next,
-                    _ = shutdown.wait() => break 'pull,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        failures = 0;
-                        let lane = lane_of(message.subject.as_str(), lanes);
-                        if senders[lane].send(message).await.is_err() {
-                            break 'pull;
-                        }
-                    }
-                    Some(Err(err)) => {
-                        tracing::debug!(durable = %self.spec.durable, error = %err, "pull stream error");
-                    }
-                    None => continue 'pull,
-                }
-            }
-        }
+        // Both durables feed the same lanes: a replayed event takes its order's lane.
+        tokio::join!(
+            pull(consumer, &self.spec.durable, self.spec.batch, &senders, &shutdown),
+            pull(replays, &self.spec.durable, self.spec.batch, &senders, &shutdown),
+        );
         drop(senders);
         for worker in workers {
             let _ = worker.await;
         }
         tracing::info!(durable = %self.spec.durable, "consumer stopped");
         Ok(())
+    }
+}
+
+/// Pulls `consumer`'s messages into the lanes until `shutdown` (or the lanes are gone).
+async fn pull(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    durable: &str,
+    batch: usize,
+    senders: &[mpsc::Sender<jetstream::Message>],
+    shutdown: &Shutdown,
+) {
+    let mut failures = 0usize;
+    'pull: while !shutdown.is_triggered() {
+        let stream = consumer.stream().max_messages_per_batch(batch).messages().await;
+        let mut messages = match stream {
+            Ok(messages) => messages,
+            Err(err) => {
+                failures += 1;
+                let delay = crate::nats::reconnect_delay(failures);
+                tracing::warn!(durable, error = %err, retry_in = ?delay, "cannot pull messages");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.wait() => break,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = shutdown.wait() => break 'pull,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    failures = 0;
+                    let lane = lane_of(message.subject.as_str(), senders.len());
+                    if senders[lane].send(message).await.is_err() {
+                        break 'pull;
+                    }
+                }
+                Some(Err(err)) => {
+                    tracing::debug!(durable, error = %err, "pull stream error");
+                }
+                None => continue 'pull,
+            }
+        }
     }
 }
 
@@ -394,17 +464,39 @@ struct Lane {
 }
 
 /// The delivery a message carries, or `None` (after terminating it) when it has no JetStream
-/// metadata.
+/// metadata. A replayed dead letter is presented as its original: subject and stream sequence
+/// from its headers, and [`Delivery::replay_of`] set.
 async fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
     match message.info() {
-        Ok(info) => Some(Delivery {
-            subject: message.subject.to_string(),
-            payload: message.payload.clone(),
-            headers: message.headers.clone(),
-            stream_seq: info.stream_sequence,
-            delivered: info.delivered,
-            published: crate::time::format_rfc3339(info.published),
-        }),
+        Ok(info) => {
+            let mut delivery = Delivery {
+                subject: message.subject.to_string(),
+                payload: message.payload.clone(),
+                headers: message.headers.clone(),
+                stream_seq: info.stream_sequence,
+                delivered: info.delivered,
+                published: crate::time::format_rfc3339(info.published),
+                replay_of: None,
+            };
+            if info.stream == crate::names::REPLAY_STREAM {
+                let origin_subject = delivery.header(dlq_headers::ORIGIN_SUBJECT).map(str::to_string);
+                let origin_seq = delivery.header(dlq_headers::ORIGIN_SEQ).and_then(|v| v.parse().ok());
+                let replay_of = delivery.header(dlq_headers::REPLAY_OF).and_then(|v| v.parse().ok());
+                match (origin_subject, origin_seq) {
+                    (Some(subject), Some(seq)) => {
+                        delivery.subject = subject;
+                        delivery.stream_seq = seq;
+                        delivery.replay_of = replay_of;
+                    }
+                    _ => {
+                        tracing::warn!(subject = %message.subject, "replayed message without its origin headers; terminating it");
+                        let _ = message.ack_with(AckKind::Term).await;
+                        return None;
+                    }
+                }
+            }
+            Some(delivery)
+        }
         Err(err) => {
             tracing::warn!(error = %err, "message without jetstream metadata; terminating it");
             let _ = message.ack_with(AckKind::Term).await;
@@ -606,16 +698,21 @@ impl Lane {
         if let Some(original) = &delivery.headers {
             for (name, values) in original.iter() {
                 let name: &str = name.as_ref();
-                if name.eq_ignore_ascii_case("Nats-Msg-Id") {
-                    if let Some(value) = values.first() {
-                        headers.insert(ORIGIN_MSG_ID, value.as_str());
-                    }
+                if name.eq_ignore_ascii_case("Nats-Msg-Id") || is_dlq_header(name) {
                     continue;
                 }
                 for value in values {
                     headers.append(name, value.as_str());
                 }
             }
+        }
+        // The original event's message id: on a replay, the one it carried from its letter.
+        let origin_msg_id = delivery.header(ORIGIN_MSG_ID).or_else(|| delivery.header("Nats-Msg-Id"));
+        if let Some(id) = origin_msg_id {
+            headers.insert(ORIGIN_MSG_ID, id);
+        }
+        if let Some(letter) = delivery.replay_of {
+            headers.insert(REPLAY_OF, letter.to_string().as_str());
         }
         headers.insert(ORIGIN_STREAM, self.spec.stream.as_str());
         headers.insert(ORIGIN_SUBJECT, delivery.subject.as_str());
@@ -625,8 +722,17 @@ impl Lane {
         headers.insert(REASON, reason);
         let error_line: String = error.chars().filter(|c| !c.is_control()).take(1000).collect();
         headers.insert(ERROR, error_line.as_str());
-        // One dead letter per origin message and consumer, even if this is repeated.
-        let msg_id = format!("dlq:{}:{}:{}", self.spec.stream, self.spec.durable, delivery.stream_seq);
+        // One dead letter per origin message and consumer (and per replay of it), even if this
+        // is repeated.
+        let msg_id = match delivery.replay_of {
+            None => format!("dlq:{}:{}:{}", self.spec.stream, self.spec.durable, delivery.stream_seq),
+            Some(letter) => {
+                format!(
+                    "dlq:{}:{}:{}:replay:{letter}",
+                    self.spec.stream, self.spec.durable, delivery.stream_seq
+                )
+            }
+        };
         headers.insert("Nats-Msg-Id", msg_id.as_str());
         let subject = crate::names::dlq_subject(&self.spec.stream, &self.spec.durable);
         let published = match self.js.publish_with_headers(subject, headers, delivery.payload.clone()).await {

@@ -2,9 +2,17 @@
 //!
 //! A dead letter is the original payload on `dlq.<stream>.<consumer>` with headers naming its
 //! origin (stream, subject, sequence), the consumer, deliveries, the reason and the last error (see
-//! [`crate::consumer::dlq_headers`]). Replaying republishes the payload to the origin subject under a
-//! new `Nats-Msg-Id` (the stream's duplicate window would drop the old one), then deletes the dead
-//! letter; consumers that applied the event before skip it through their inbox.
+//! [`crate::consumer::dlq_headers`]).
+//!
+//! Replaying goes back to the one consumer that failed, and only to it: the payload is published
+//! to `replay.<stream>.<consumer>.<origin subject>` in stream `REPLAY`, where only that consumer's
+//! replay durable receives it (the origin stream keeps its one copy; no other consumer, no
+//! history and no event stream sees it again). The consumer runtime hands it to the handler as the
+//! original (same subject, sequence, payload and event id, so an inbox still holds) marked as a
+//! replay of the letter. The letter leaves `DLQ` only once `REPLAY` has accepted the copy; a
+//! replay that fails again becomes one new letter of that consumer, naming the letter it replayed.
+
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::StreamMessage};
@@ -39,6 +47,9 @@ pub struct DeadLetter {
     pub dead_lettered_at: String,
     /// The original payload, as text (lossy for binary payloads).
     pub payload: String,
+    /// On a letter made by a replay that failed again: the letter that was replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<u64>,
     #[serde(skip)]
     raw_payload: Bytes,
     #[serde(skip)]
@@ -55,8 +66,36 @@ pub enum DlqError {
     #[error("dead-letter stream error: {0}")]
     JetStream(String),
     /// The dead letter lacks its origin headers.
-    #[error("dead letter {0} has no origin subject")]
+    #[error("dead letter {0} has no origin stream, subject or consumer")]
     NoOrigin(u64),
+}
+
+/// A dead letter on its way back to its consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replayed {
+    /// The letter's sequence in `DLQ` (now deleted).
+    pub letter: u64,
+    /// The consumer it went back to.
+    pub consumer: String,
+    /// The subject it was first published on.
+    pub origin_subject: String,
+    /// Its sequence in `REPLAY`.
+    pub replay_seq: u64,
+    /// The durable on `REPLAY` that delivers it.
+    pub replay_durable: String,
+    /// `DLQ`'s last sequence before the replay: a new letter comes after it.
+    dlq_last_seq: u64,
+}
+
+/// What became of a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The consumer handled it and acked it.
+    Applied,
+    /// It failed again: this is the new letter.
+    FailedAgain(Box<DeadLetter>),
+    /// Not settled yet (the consumer is not running, or still retrying).
+    Pending,
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {
@@ -77,6 +116,7 @@ fn decode(message: StreamMessage) -> DeadLetter {
         error: header(&headers, dlq_headers::ERROR),
         dead_lettered_at: crate::time::format_rfc3339(message.time),
         payload: String::from_utf8_lossy(&message.payload).into_owned(),
+        replay_of: header(&headers, dlq_headers::REPLAY_OF).parse().ok(),
         raw_payload: message.payload,
         headers,
     }
@@ -112,11 +152,11 @@ pub async fn show(js: &jetstream::Context, seq: u64) -> Result<DeadLetter, DlqEr
     stream.get_raw_message(seq).await.map(decode).map_err(|_| DlqError::NotFound(seq))
 }
 
-/// Republishes the dead letter to its origin subject and deletes it from `DLQ`. Returns the new
-/// message's sequence in the origin stream.
-pub async fn replay(js: &jetstream::Context, seq: u64) -> Result<u64, DlqError> {
+/// Replays the dead letter to the one consumer that failed it (see the module doc), then deletes
+/// it from `DLQ`. [`outcome`] tells what became of it.
+pub async fn replay(js: &jetstream::Context, seq: u64) -> Result<Replayed, DlqError> {
     let letter = show(js, seq).await?;
-    if letter.origin_subject.is_empty() {
+    if letter.origin_subject.is_empty() || letter.origin_stream.is_empty() || letter.consumer.is_empty() {
         return Err(DlqError::NoOrigin(seq));
     }
     let mut headers = HeaderMap::new();
@@ -129,18 +169,88 @@ pub async fn replay(js: &jetstream::Context, seq: u64) -> Result<u64, DlqError> 
             headers.append(name, value.as_str());
         }
     }
+    headers.insert(dlq_headers::ORIGIN_STREAM, letter.origin_stream.as_str());
+    headers.insert(dlq_headers::ORIGIN_SUBJECT, letter.origin_subject.as_str());
+    headers.insert(dlq_headers::ORIGIN_SEQ, letter.origin_seq.to_string().as_str());
     let origin_id = header(&letter.headers, dlq_headers::ORIGIN_MSG_ID);
-    let msg_id = format!("{}:replay:{seq}", if origin_id.is_empty() { "dlq" } else { &origin_id });
+    if !origin_id.is_empty() {
+        headers.insert(dlq_headers::ORIGIN_MSG_ID, origin_id.as_str());
+    }
+    headers.insert(dlq_headers::REPLAY_OF, seq.to_string().as_str());
+    // One copy per letter in REPLAY, even if a replay is repeated after a lost ack.
+    let msg_id = format!("replay:{}:{}:{}:{seq}", letter.origin_stream, letter.consumer, letter.origin_seq);
     headers.insert("Nats-Msg-Id", msg_id.as_str());
+    let subject = names::replay_subject(&letter.origin_stream, &letter.consumer, &letter.origin_subject);
+    let mut dlq = stream(js).await?;
+    let dlq_last_seq = dlq.info().await.map_err(|e| DlqError::JetStream(e.to_string()))?.state.last_sequence;
     let ack = js
-        .publish_with_headers(letter.origin_subject.clone(), headers, letter.raw_payload.clone())
+        .publish_with_headers(subject, headers, letter.raw_payload.clone())
         .await
         .map_err(|e| DlqError::JetStream(e.to_string()))?
         .await
         .map_err(|e| DlqError::JetStream(e.to_string()))?;
-    stream(js).await?.delete_message(seq).await.map_err(|e| DlqError::JetStream(e.to_string()))?;
-    tracing::info!(seq, origin = %letter.origin_subject, new_seq = ack.sequence, "dead letter replayed");
-    Ok(ack.sequence)
+    // Only now that REPLAY holds the copy does the letter leave DLQ.
+    dlq.delete_message(seq).await.map_err(|e| DlqError::JetStream(e.to_string()))?;
+    tracing::info!(seq, consumer = %letter.consumer, origin = %letter.origin_subject, replay_seq = ack.sequence, "dead letter replayed");
+    Ok(Replayed {
+        letter: seq,
+        replay_durable: names::replay_durable(&letter.origin_stream, &letter.consumer),
+        consumer: letter.consumer,
+        origin_subject: letter.origin_subject,
+        replay_seq: ack.sequence,
+        dlq_last_seq,
+    })
+}
+
+/// Waits up to `wait` for a replay to settle: a new letter naming it (failed again), or the
+/// consumer's ack floor on `REPLAY` past it (applied).
+pub async fn outcome(
+    js: &jetstream::Context,
+    replayed: &Replayed,
+    wait: Duration,
+) -> Result<Outcome, DlqError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(letter) = letter_replaying(js, replayed).await? {
+            return Ok(Outcome::FailedAgain(Box::new(letter)));
+        }
+        let acked = match js.get_stream(names::REPLAY_STREAM).await {
+            Ok(stream) => match stream.consumer_info(&replayed.replay_durable).await {
+                Ok(info) => info.ack_floor.stream_sequence >= replayed.replay_seq,
+                Err(_) => false,
+            },
+            Err(err) => return Err(DlqError::JetStream(err.to_string())),
+        };
+        if acked {
+            // A letter is published before the message is terminated: look once more.
+            return Ok(match letter_replaying(js, replayed).await? {
+                Some(letter) => Outcome::FailedAgain(Box::new(letter)),
+                None => Outcome::Applied,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Outcome::Pending);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The letter that a failed replay made, if any.
+async fn letter_replaying(
+    js: &jetstream::Context,
+    replayed: &Replayed,
+) -> Result<Option<DeadLetter>, DlqError> {
+    let mut dlq = stream(js).await?;
+    let last = dlq.info().await.map_err(|e| DlqError::JetStream(e.to_string()))?.state.last_sequence;
+    for seq in replayed.dlq_last_seq + 1..=last {
+        if let Ok(message) = dlq.get_raw_message(seq).await {
+            let letter = decode(message);
+            if letter.replay_of == Some(replayed.letter) {
+                return Ok(Some(letter));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Deletes every dead letter. Returns how many were deleted.

@@ -47,6 +47,11 @@ pub const DLQ_STREAM: &str = "DLQ";
 /// Subjects of the `DLQ` stream.
 pub const DLQ_STREAM_SUBJECTS: &str = "dlq.>";
 
+/// The stream that carries dead letters replayed to the one consumer that failed them.
+pub const REPLAY_STREAM: &str = "REPLAY";
+/// Subjects of the `REPLAY` stream.
+pub const REPLAY_STREAM_SUBJECTS: &str = "replay.>";
+
 /// Durable consumer of the inventory service on `ORDERS`.
 pub const INVENTORY_CONSUMER: &str = "inventory";
 /// Durable consumer of the email service on `ORDERS`.
@@ -78,6 +83,22 @@ pub fn dlq_subject(stream: &str, consumer: &str) -> String {
     format!("dlq.{stream}.{consumer}")
 }
 
+/// `replay.<stream>.<consumer>.<origin subject>`: a dead letter of `consumer` on `stream`,
+/// replayed to that consumer alone (stream `REPLAY`).
+pub fn replay_subject(stream: &str, consumer: &str, origin_subject: &str) -> String {
+    format!("replay.{stream}.{consumer}.{origin_subject}")
+}
+
+/// `replay.<stream>.<consumer>.>`: what a consumer's replay durable receives.
+pub fn replay_filter(stream: &str, consumer: &str) -> String {
+    format!("replay.{stream}.{consumer}.>")
+}
+
+/// `<stream>_<consumer>`: the durable on `REPLAY` that takes a consumer's replayed letters.
+pub fn replay_durable(stream: &str, consumer: &str) -> String {
+    format!("{stream}_{consumer}")
+}
+
 /// `$SRV.<verb>[.<name>[.<id>]]`: a micro discovery subject.
 pub fn srv_subject(verb: &str, name: Option<&str>, id: Option<&str>) -> String {
     match (name, id) {
@@ -98,6 +119,17 @@ mod tests {
             order_event_subject(order_event::CREATED, &id),
             "events.orders.created.00000000-0000-0000-0000-000000000000"
         );
+    }
+
+    #[test]
+    fn replay_subjects_name_the_stream_and_the_one_consumer() {
+        let origin = "events.orders.created.x";
+        assert_eq!(
+            replay_subject(ORDERS_STREAM, EMAIL_CONSUMER, origin),
+            "replay.ORDERS.email.events.orders.created.x"
+        );
+        assert_eq!(replay_filter(ORDERS_STREAM, EMAIL_CONSUMER), "replay.ORDERS.email.>");
+        assert_eq!(replay_durable(ORDERS_STREAM, EMAIL_CONSUMER), "ORDERS_email");
     }
 
     #[test]

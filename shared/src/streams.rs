@@ -1,7 +1,8 @@
 //! The JetStream streams every service relies on, declared at start-up, idempotently.
 //!
 //! `ORDERS` holds every order event (file storage, `events.orders.>`); `DLQ` holds dead letters
-//! (`dlq.>`). A service that finds a stream already there compares its configuration: equal is fine;
+//! (`dlq.>`); `REPLAY` holds dead letters replayed to the one consumer that failed them
+//! (`replay.>`, see [`crate::dlq`]). A service that finds a stream already there compares its configuration: equal is fine;
 //! a difference in what may change (limits, replicas, duplicate window) is logged and updated on
 //! purpose; a difference that cannot change in place (storage, subjects) is an error that names it.
 
@@ -91,10 +92,31 @@ pub fn dlq_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
-/// Declares `ORDERS` and `DLQ`.
+/// The `REPLAY` stream's configuration: dead letters on their way back to the one consumer that
+/// failed them (`replay.<stream>.<consumer>.<origin subject>`), kept a week.
+pub fn replay_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
+        name: names::REPLAY_STREAM.into(),
+        description: Some("Dead letters replayed to the one consumer that failed them".into()),
+        subjects: vec![names::REPLAY_STREAM_SUBJECTS.into()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: settings.replicas,
+        duplicate_window: Duration::from_secs(120),
+        max_age: Duration::from_secs(7 * 24 * 3600).min(settings.max_age),
+        max_bytes: settings.max_bytes / 8,
+        max_messages: -1,
+        max_message_size: 2 * 1024 * 1024,
+        ..Default::default()
+    }
+}
+
+/// Declares `ORDERS`, `DLQ` and `REPLAY`.
 pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StreamError> {
     ensure(js, orders_config(settings)).await?;
-    ensure(js, dlq_config(settings)).await
+    ensure(js, dlq_config(settings)).await?;
+    ensure(js, replay_config(settings)).await
 }
 
 /// Creates the stream, or checks and (when only mutable settings differ) updates it.

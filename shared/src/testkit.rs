@@ -366,6 +366,61 @@ pub fn temp_dir() -> TempDir {
     tempfile::tempdir().expect("create a temp dir")
 }
 
+/// An SMTP server for tests: Python's aiosmtpd, writing every message it receives into a
+/// maildir (one file per message received, so a second send is a second file); killed on drop.
+#[derive(Debug)]
+pub struct SmtpSink {
+    child: Child,
+    port: u16,
+    maildir: TempDir,
+}
+
+impl SmtpSink {
+    /// Starts a sink on `port` and waits until it listens.
+    pub async fn start_on(port: u16) -> SmtpSink {
+        let maildir = temp_dir();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir.path().join("mail"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        eventually(Duration::from_secs(15), "the SMTP sink to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        SmtpSink { child, port, maildir }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every message received so far, as text.
+    pub fn delivered(&self) -> Vec<String> {
+        let new = self.maildir.path().join("mail/new");
+        let Ok(entries) = std::fs::read_dir(new) else { return Vec::new() };
+        entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The Python interpreter with the test packages (nats-py, aiosmtpd): `SWITCHYARD_PYTHON`, or the
 /// venv `scripts/test` makes; panics saying how to get one.
 pub fn python() -> PathBuf {

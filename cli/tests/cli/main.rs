@@ -152,9 +152,23 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     let inventory = report["services"].as_array().unwrap().iter().find(|s| s["name"] == "inventory").unwrap();
     let reserve = inventory["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "reserve").unwrap();
     assert_eq!(reserve["requests"].as_u64().unwrap(), 60);
-    let consumers: Vec<&str> =
-        report["consumers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(consumers, vec!["audit", "email", "inventory"]);
+    let consumers: Vec<(&str, &str)> = report["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["stream"].as_str().unwrap(), c["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        consumers,
+        vec![
+            ("ORDERS", "audit"),
+            ("ORDERS", "email"),
+            ("ORDERS", "inventory"),
+            ("REPLAY", "ORDERS_audit"),
+            ("REPLAY", "ORDERS_email"),
+            ("REPLAY", "ORDERS_inventory")
+        ]
+    );
     assert!(
         report["consumers"].as_array().unwrap().iter().all(|c| c["pending"] == 0 && c["ack_pending"] == 0)
     );
@@ -185,8 +199,28 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     let seq = letters[0]["seq"].as_u64().unwrap().to_string();
     let (shown, ok) = up.run(&["dlq", "show", &seq]).await;
     assert!(ok && shown.contains("\"reason\": \"poison\""), "{shown}");
+    // A poison replayed to its one consumer fails again: one new letter, reported, exit 1.
+    let consumer = letters[0]["consumer"].as_str().unwrap().to_string();
     let (replayed, ok) = up.run(&["dlq", "replay", &seq]).await;
-    assert!(ok && replayed.contains(&format!("replayed dead letter {seq}")), "{replayed}");
+    assert!(!ok, "{replayed}");
+    assert!(
+        replayed.contains(&format!(
+            "dead letter {seq} (events.orders.created.poison) replayed to consumer {consumer}"
+        )) && replayed.contains("failed again, now dead letter")
+            && replayed.contains("1 replayed: 0 applied, 1 failed again, 0 not settled"),
+        "{replayed}"
+    );
+    let (ls, ok) = up.run(&["dlq", "ls", "--json"]).await;
+    assert!(ok, "{ls}");
+    let after: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let after = after.as_array().unwrap();
+    assert_eq!(after.len(), 3, "one new letter for the one replayed: {after:?}");
+    assert!(after.iter().all(|l| l["seq"].as_u64().unwrap().to_string() != seq), "{after:?}");
+    assert_eq!(
+        after.iter().filter(|l| l["replay_of"].as_u64().map(|s| s.to_string()) == Some(seq.clone())).count(),
+        1,
+        "{after:?}"
+    );
     let (refused, ok) = up.run(&["dlq", "purge"]).await;
     assert!(!ok && refused.contains("--yes"), "{refused}");
     let (purged, ok) = up.run(&["dlq", "purge", "--yes"]).await;

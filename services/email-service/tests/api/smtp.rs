@@ -1,42 +1,10 @@
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
 use switchyard::Shutdown;
-use switchyard::testkit::{TestDatabase, eventually, free_port};
+use switchyard::testkit::{SmtpSink, TestDatabase, eventually, free_port};
 
 use crate::helpers::{count, events, nats, publish, publish_created};
-
-/// An aiosmtpd sink writing every message into a maildir; killed on drop.
-struct SmtpSink {
-    child: Child,
-    port: u16,
-    maildir: switchyard::testkit::TempDir,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts an aiosmtpd sink on `port` and waits until it listens.
-async fn smtp_sink_on(port: u16) -> SmtpSink {
-    let maildir = switchyard::testkit::temp_dir();
-    let child = Command::new(switchyard::testkit::python())
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(maildir.path().join("mail"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start aiosmtpd");
-    eventually(Duration::from_secs(15), "the SMTP sink to listen", || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-    })
-    .await;
-    SmtpSink { child, port, maildir }
-}
 
 /// email-service on `db`, sending to the SMTP server on `port`, with `extra` flags.
 async fn start_email(
@@ -56,18 +24,12 @@ async fn start_email(
     (shutdown, running)
 }
 
-fn delivered(sink: &SmtpSink) -> Vec<String> {
-    let new = sink.maildir.path().join("mail/new");
-    let Ok(entries) = std::fs::read_dir(new) else { return Vec::new() };
-    entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
-}
-
 #[tokio::test]
 async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arrives() {
     let (nats, js) = nats().await;
-    let sink = smtp_sink_on(free_port().unwrap()).await;
+    let sink = SmtpSink::start_on(free_port().unwrap()).await;
     let db = TestDatabase::sqlite();
-    let (shutdown, running) = start_email(&nats, &db, sink.port, &[]).await;
+    let (shutdown, running) = start_email(&nats, &db, sink.port(), &[]).await;
 
     let first = publish_created(&js, Some("first@example.com")).await;
     let second = publish_created(&js, Some("second@example.com")).await;
@@ -80,7 +42,7 @@ async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arriv
     publish_created(&js, None).await;
 
     eventually(Duration::from_secs(15), "two emails in the SMTP sink", || async {
-        delivered(&sink).len() == 2
+        sink.delivered().len() == 2
     })
     .await;
     eventually(Duration::from_secs(15), "two confirmation_sent events", || async {
@@ -88,7 +50,7 @@ async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arriv
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mails = delivered(&sink);
+    let mails = sink.delivered();
     assert_eq!(mails.len(), 2, "once per order");
     let first_mail = mails.iter().find(|m| m.contains("To: first@example.com")).expect("first email");
     assert!(
@@ -115,9 +77,9 @@ async fn an_smtp_outage_is_retried_until_the_server_is_back() {
     assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 0);
 
     // The SMTP server comes up on that port: the next retry delivers.
-    let sink = smtp_sink_on(port).await;
+    let sink = SmtpSink::start_on(port).await;
     eventually(Duration::from_secs(20), "the email to arrive after the outage", || async {
-        delivered(&sink).len() == 1
+        sink.delivered().len() == 1
     })
     .await;
     eventually(Duration::from_secs(10), "the email to be recorded", || async {

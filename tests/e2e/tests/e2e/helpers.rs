@@ -130,9 +130,15 @@ impl Stack {
 
     /// Starts another email-service instance.
     pub async fn add_email(&mut self) {
+        self.add_email_with(&[]).await
+    }
+
+    /// Starts another email-service instance with `extra` flags (say, `--smtp-url`).
+    pub async fn add_email_with(&mut self, extra: &[&str]) {
         let mut args = vec!["email-service".to_string()];
         args.extend(self.common(&self.email_db, "email"));
         args.extend(CONSUMER_FLAGS.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(|s| s.to_string()));
         let app = email_service::App::build(email_service::Config::parse_from(args)).await.expect("email");
         self.emails.push(Running::spawn(|s| app.run_until_stopped(s)));
     }

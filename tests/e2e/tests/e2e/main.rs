@@ -4,4 +4,5 @@ mod flow;
 mod helpers;
 mod permissions;
 mod polyglot;
+mod replay;
 mod scale;

@@ -73,6 +73,23 @@ async fn publishes_and_subscribes_outside_a_users_permissions_are_denied() {
     inventory.flush().await.unwrap();
     assert!(violation(&mut errors).await.to_lowercase().contains("permissions violation"));
 
+    // Replays: no service may publish a replay (only ops), nor take another consumer's.
+    let (email, mut errors) = connect_as(&stack.nats, "email").await;
+    email.publish("replay.ORDERS.email.events.orders.created.x", "{}".into()).await.unwrap();
+    email.flush().await.unwrap();
+    assert!(violation(&mut errors).await.contains("replay.ORDERS.email.events.orders.created.x"));
+    let (audit, mut errors) = connect_as(&stack.nats, "audit").await;
+    audit.publish("$JS.API.CONSUMER.MSG.NEXT.REPLAY.ORDERS_email", "1".into()).await.unwrap();
+    audit.flush().await.unwrap();
+    assert!(violation(&mut errors).await.contains("$JS.API.CONSUMER.MSG.NEXT.REPLAY.ORDERS_email"));
+    audit.publish("$JS.API.CONSUMER.CREATE.REPLAY.ORDERS_email", "{}".into()).await.unwrap();
+    audit.flush().await.unwrap();
+    assert!(violation(&mut errors).await.contains("$JS.API.CONSUMER.CREATE.REPLAY.ORDERS_email"));
+    // ops may: a replay published by ops reaches the stream.
+    let ack =
+        stack.js.publish("replay.ORDERS.email.events.orders.created.x", "{}".into()).await.unwrap().await;
+    assert!(ack.is_ok(), "ops publishes replays: {ack:?}");
+
     // A service may ping itself (container health checks), and answers as itself.
     let pong = inventory.request("$SRV.PING.inventory", "".into()).await.unwrap();
     assert!(String::from_utf8_lossy(&pong.payload).contains("\"name\":\"inventory\""));

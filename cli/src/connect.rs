@@ -70,13 +70,14 @@ pub struct StackArgs {
 }
 
 /// The development default of each password nats.conf reads from the environment.
-pub const DEV_PASSWORDS: [(&str, &str); 6] = [
+pub const DEV_PASSWORDS: [(&str, &str); 7] = [
     ("INVENTORY_PASSWORD", "dev-inventory"),
     ("ORDERS_PASSWORD", "dev-orders"),
     ("EMAIL_PASSWORD", "dev-email"),
     ("AUDIT_PASSWORD", "dev-audit"),
     ("OPS_PASSWORD", "dev-ops"),
     ("SYS_PASSWORD", "dev-sys"),
+    ("PARTNER_PASSWORD", "dev-partner"),
 ];
 
 /// The password for `variable`: the environment's, or the development default.

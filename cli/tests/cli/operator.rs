@@ -301,7 +301,7 @@ async fn user_errors_are_one_line_and_an_exit_code_without_a_backtrace() {
 #[tokio::test]
 async fn a_hand_given_nats_url_logs_in_as_ops_and_says_when_authorization_fails() {
     let mut builder = NatsServer::builder().config(workspace_root().join("nats.conf"));
-    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS"] {
+    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS", "PARTNER"] {
         builder = builder.env(format!("{user}_PASSWORD"), format!("dev-{}", user.to_lowercase()));
     }
     let nats = builder.start();

@@ -1,6 +1,5 @@
 //! One helper every inventory test uses: a real nats-server, a fresh database and the service.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -97,9 +96,4 @@ async fn spawn_on(db: TestDatabase) -> TestInventory {
 /// An order line.
 pub fn item(sku: &str, quantity: u32) -> Item {
     Item { sku: sku.into(), quantity }
-}
-
-/// Where the Python interop scripts live.
-pub fn interop_dir() -> PathBuf {
-    switchyard::testkit::workspace_root().join("tests/interop")
 }

@@ -1,5 +1,4 @@
 mod discovery;
 mod endpoints;
 mod helpers;
-mod interop;
 mod reservations;

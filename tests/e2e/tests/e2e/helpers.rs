@@ -60,13 +60,14 @@ pub struct Stack {
 }
 
 /// Development passwords the secure stack sets for nats.conf's `$..._PASSWORD` variables.
-pub const PASSWORDS: [(&str, &str, &str); 6] = [
+pub const PASSWORDS: [(&str, &str, &str); 7] = [
     ("inventory", "INVENTORY_PASSWORD", "test-inventory"),
     ("orders", "ORDERS_PASSWORD", "test-orders"),
     ("email", "EMAIL_PASSWORD", "test-email"),
     ("audit", "AUDIT_PASSWORD", "test-audit"),
     ("ops", "OPS_PASSWORD", "test-ops"),
     ("sys", "SYS_PASSWORD", "test-sys"),
+    ("partner", "PARTNER_PASSWORD", "test-partner"),
 ];
 
 /// The test password of `user`.

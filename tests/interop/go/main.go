@@ -253,7 +253,8 @@ func main() {
 				eventID = event.EventID
 			}
 			check(msg.Headers().Get("Nats-Msg-Id") == eventID, "%s: Nats-Msg-Id is the event id", kind)
-			if err := msg.Ack(); err != nil {
+			// Acked and confirmed by the server before the next one (and before exiting).
+			if err := msg.DoubleAck(ctx); err != nil {
 				fatal("ack: %v", err)
 			}
 			seen = append(seen, kind)

@@ -81,16 +81,17 @@ async fn run_command(js: &async_nats::jetstream::Context, command: &DlqCommand) 
                 return Ok(());
             }
             println!(
-                "{:>6}  {:<10} {:<12} {:>9}  {:<44} error",
-                "seq", "consumer", "reason", "delivered", "origin subject"
+                "{:>6}  {:<10} {:<12} {:>9} {:>9}  {:<44} error",
+                "seq", "consumer", "reason", "delivered", "replay of", "origin subject"
             );
             for letter in &letters {
                 println!(
-                    "{:>6}  {:<10} {:<12} {:>9}  {:<44} {}",
+                    "{:>6}  {:<10} {:<12} {:>9} {:>9}  {:<44} {}",
                     letter.seq,
                     letter.consumer,
                     letter.reason,
                     letter.deliveries,
+                    letter.replay_of.map(|seq| seq.to_string()).unwrap_or_else(|| "-".into()),
                     letter.origin_subject,
                     letter.error
                 );

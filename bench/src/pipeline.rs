@@ -133,7 +133,7 @@ pub async fn run(rates: &[u32], duration: Duration) -> anyhow::Result<PipelineRe
         let log = std::fs::File::create(dir.path().join(format!("{service}.log")))?;
         let mut command = Command::new(bin.join(service));
         command
-            .args(["--nats-url", &nats.url(), "--data-dir"])
+            .args(["--nats-url", &nats.url(), "--declare-streams", "--data-dir"])
             .arg(&data_dir)
             .env_remove("DATABASE_URL")
             .env_remove("NATS_CREDS")

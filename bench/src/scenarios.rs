@@ -480,6 +480,7 @@ async fn orders_through_services(
         &nats.url(),
         "--database-url",
         inventory_db.url(),
+        "--declare-streams",
     ]))
     .await?;
     for i in 0..ORDER_SKUS {

@@ -64,6 +64,11 @@ pub struct StackArgs {
     #[arg(long, env = "NATS_CREDS", global = true)]
     pub nats_creds: Option<PathBuf>,
 
+    /// Prefix of the CLI's reply subjects; default `_INBOX_<user>` (`_INBOX_ops`), the only one
+    /// nats.conf lets that user subscribe to.
+    #[arg(long, env = "NATS_INBOX_PREFIX", global = true)]
+    pub nats_inbox_prefix: Option<String>,
+
     /// Data dir of a stack started by `switchyard up` (where its state file is).
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
@@ -115,7 +120,13 @@ impl StackArgs {
         };
         let (nats_user, nats_password) =
             if self.nats_creds.is_some() { (None, None) } else { (nats_user, nats_password) };
-        NatsArgs { nats_url, nats_user, nats_password, nats_creds: self.nats_creds.clone() }
+        NatsArgs {
+            nats_url,
+            nats_user,
+            nats_password,
+            nats_creds: self.nats_creds.clone(),
+            nats_inbox_prefix: self.nats_inbox_prefix.clone(),
+        }
     }
 
     /// order-service's HTTP URL: `flag`, else the state's, else the default.

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod demo;
 pub mod dlq;
 pub mod health;
+pub mod provision;
 pub mod signals;
 pub mod status;
 pub mod up;
@@ -38,6 +39,8 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
     /// Exit 0 when a service answers $SRV.PING (or an HTTP API is ready), else 1.
     Health(health::HealthArgs),
+    /// Create or update the streams (ORDERS, DLQ, REPLAY) as the ops user; services only verify them.
+    Provision(provision::ProvisionArgs),
 }
 
 /// Runs a parsed command line.
@@ -52,5 +55,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(&args).await,
         Command::Dlq(args) => dlq::run(&args).await,
         Command::Health(args) => health::run(&args).await,
+        Command::Provision(args) => provision::run(&args).await,
     }
 }

@@ -124,6 +124,7 @@ impl Service {
             .env_remove("DATABASE_URL")
             .env_remove("NATS_CREDS")
             .env_remove("HTTP_ADDR")
+            .env_remove("NATS_INBOX_PREFIX")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -310,6 +311,24 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         return Err(err);
     }
 
+    let stack = StackArgs {
+        nats_url: Some(nats_url.clone()),
+        nats_user: Some(OPS_USER.into()),
+        nats_password: Some(password("OPS_PASSWORD")),
+        nats_creds: None,
+        nats_inbox_prefix: None,
+        data_dir: data_dir.clone(),
+    };
+    // The operator's step: the streams, declared as ops (the services only verify them).
+    let provisioned = tokio::select! {
+        result = provision_streams(&stack) => result,
+        signal = signals.recv() => Err(anyhow::anyhow!("{signal} during start-up; stopped")),
+    };
+    if let Err(err) = provisioned {
+        nats.stop(Duration::from_secs(5)).await;
+        return Err(err);
+    }
+
     let bins = bin_dir(args.bin_dir.as_ref())?;
     let mut services = Vec::new();
     for (binary, user, variable) in SERVICES {
@@ -344,13 +363,6 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         services.push(service);
     }
 
-    let stack = StackArgs {
-        nats_url: Some(nats_url.clone()),
-        nats_user: Some(OPS_USER.into()),
-        nats_password: Some(password("OPS_PASSWORD")),
-        nats_creds: None,
-        data_dir: data_dir.clone(),
-    };
     let ready = tokio::select! {
         ready = wait_ready(&stack, &http_url, &mut services) => ready,
         signal = signals.recv() => Err(anyhow::anyhow!("{signal} during start-up; stopped")),
@@ -376,8 +388,9 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     println!("  HTTP API    {http_url}");
     println!("  data        {}   (logs in {})", data_dir.display(), logs.display());
     println!(
-        "  nats CLI    nats context save switchyard --server {nats_url} --user {OPS_USER} --password {} --select",
-        password("OPS_PASSWORD")
+        "  nats CLI    nats context save switchyard --server {nats_url} --user {OPS_USER} --password {} --inbox-prefix {} --select",
+        password("OPS_PASSWORD"),
+        switchyard::config::inbox_prefix_for(OPS_USER)
     );
     println!("READY nats_url={nats_url} http_url={http_url}");
 
@@ -412,6 +425,15 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(data_dir.join(crate::connect::STATE_FILE));
     println!("stopped");
     Ok(())
+}
+
+/// Declares the streams as ops.
+async fn provision_streams(stack: &StackArgs) -> anyhow::Result<()> {
+    let client = stack.connect("provision").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let result = crate::provision::provision(&js, &switchyard::streams::StreamSettings::default()).await;
+    switchyard::nats::drain(&client, Duration::from_secs(2)).await;
+    result.map(|_| ())
 }
 
 /// Stops the services in reverse start order (order-service first: HTTP drains, its outbox

@@ -38,13 +38,19 @@ pub struct CommonArgs {
 /// How the JetStream streams are declared.
 #[derive(Debug, Clone, Args)]
 pub struct StreamArgs {
-    /// Replicas of the ORDERS and DLQ streams: 1 on one machine, 3 on a cluster.
+    /// Replicas of the ORDERS, DLQ and REPLAY streams: 1 on one machine, 3 on a cluster.
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
 
     /// Window in which the ORDERS stream drops a repeated event id; covers the outbox relay's retries.
     #[arg(long, env = "DUPLICATE_WINDOW", value_parser = parse_duration, default_value = "15m")]
     pub duplicate_window: Duration,
+
+    /// Create (or update) the streams at start-up, where this NATS user may (development, a
+    /// server without authorization). By default a service only verifies them: streams are an
+    /// operator's to provision (`switchyard provision`; `switchyard up` runs it).
+    #[arg(long, env = "DECLARE_STREAMS")]
+    pub declare_streams: bool,
 }
 
 impl StreamArgs {
@@ -94,13 +100,36 @@ pub struct NatsArgs {
     /// NATS credentials file (JWT and nkey seed), instead of user and password.
     #[arg(long, env = "NATS_CREDS", conflicts_with = "nats_user")]
     pub nats_creds: Option<PathBuf>,
+
+    /// Prefix of this connection's reply subjects (request replies, JetStream API answers, pulled
+    /// messages); default `_INBOX_<user>` with --nats-user (nats.conf lets each user subscribe to
+    /// its own prefix only, so no one reads another's replies), else `_INBOX`.
+    #[arg(long, env = "NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 impl NatsArgs {
     /// Connection flags for a server at `url` with no credentials (tests, tools).
     pub fn plain(url: impl Into<String>) -> Self {
-        NatsArgs { nats_url: url.into(), nats_user: None, nats_password: None, nats_creds: None }
+        NatsArgs {
+            nats_url: url.into(),
+            nats_user: None,
+            nats_password: None,
+            nats_creds: None,
+            nats_inbox_prefix: None,
+        }
     }
+
+    /// The reply-subject prefix to use: the flag, else `_INBOX_<user>` for a named user, else
+    /// none (the client's default `_INBOX`).
+    pub fn inbox_prefix(&self) -> Option<String> {
+        self.nats_inbox_prefix.clone().or_else(|| self.nats_user.as_ref().map(|user| inbox_prefix_for(user)))
+    }
+}
+
+/// `_INBOX_<user>`: the reply-subject prefix of `user`, the only one nats.conf lets it subscribe to.
+pub fn inbox_prefix_for(user: &str) -> String {
+    format!("_INBOX_{user}")
 }
 
 /// Knobs of a service's durable consumer.
@@ -239,7 +268,11 @@ mod tests {
             data_dir: PathBuf::from("/tmp/sy"),
             log_format: LogFormat::Text,
             instance_id: None,
-            streams: StreamArgs { stream_replicas: 1, duplicate_window: Duration::from_secs(60) },
+            streams: StreamArgs {
+                stream_replicas: 1,
+                duplicate_window: Duration::from_secs(60),
+                declare_streams: false,
+            },
         };
         assert_eq!(args.database_url_for("inventory"), "sqlite:///tmp/sy/inventory.db?mode=rwc");
     }

@@ -52,6 +52,9 @@ pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<C
     if let (Some(user), Some(password)) = (&args.nats_user, &args.nats_password) {
         options = options.user_and_password(user.clone(), password.clone());
     }
+    if let Some(prefix) = args.inbox_prefix() {
+        options = options.custom_inbox_prefix(prefix);
+    }
     let name = format!("{service}-{instance}");
     let log_name = name.clone();
     let options = options

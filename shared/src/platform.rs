@@ -45,7 +45,8 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Opens and migrates the database, connects to NATS and declares `ORDERS` and `DLQ`.
+    /// Opens and migrates the database, connects to NATS and verifies (with `--declare-streams`,
+    /// declares) the streams `ORDERS`, `DLQ` and `REPLAY`.
     ///
     /// On SQLite the service first takes `<file>.lock` ([`crate::ownership`]): a second process
     /// of the service on the same file is refused with the first one's pid.
@@ -67,7 +68,12 @@ impl Platform {
         }
         let client = crate::nats::connect(&common.nats, service, &instance).await?;
         let js = jetstream::new(client.clone());
-        crate::streams::ensure_streams(&js, &common.streams.settings()).await?;
+        let settings = common.streams.settings();
+        if common.streams.declare_streams {
+            crate::streams::ensure_streams(&js, &settings).await?;
+        } else {
+            crate::streams::verify_streams(&js, &settings).await?;
+        }
         Ok(Platform { service: service.to_string(), instance, db, client, js })
     }
 

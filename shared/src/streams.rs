@@ -50,6 +50,32 @@ pub enum StreamError {
     /// JetStream did not answer or refused.
     #[error("failed to declare stream {stream}: {detail}")]
     JetStream { stream: String, detail: String },
+    /// The stream does not exist, and this service may not create it.
+    #[error(
+        "stream {stream} does not exist: an operator provisions the streams (`switchyard provision`, which `switchyard up` runs), or start the service with --declare-streams where its NATS user may create streams"
+    )]
+    Missing { stream: String },
+}
+
+/// What declaring a stream did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// It did not exist and was created.
+    Created,
+    /// It existed as wanted.
+    Unchanged,
+    /// It existed with other limits, which were updated.
+    Updated,
+}
+
+impl std::fmt::Display for Declared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Declared::Created => "created",
+            Declared::Unchanged => "up to date",
+            Declared::Updated => "updated",
+        })
+    }
 }
 
 /// The `ORDERS` stream's configuration.
@@ -112,42 +138,84 @@ pub fn replay_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
-/// Declares `ORDERS`, `DLQ` and `REPLAY`.
+/// The streams the platform runs on: `ORDERS`, `DLQ` and `REPLAY`.
+pub fn stream_configs(settings: &StreamSettings) -> [stream::Config; 3] {
+    [orders_config(settings), dlq_config(settings), replay_config(settings)]
+}
+
+/// Declares `ORDERS`, `DLQ` and `REPLAY` (an operator's step: `switchyard provision`).
 pub async fn ensure_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StreamError> {
-    ensure(js, orders_config(settings)).await?;
-    ensure(js, dlq_config(settings)).await?;
-    ensure(js, replay_config(settings)).await
+    for config in stream_configs(settings) {
+        ensure(js, config).await?;
+    }
+    Ok(())
+}
+
+/// Checks that `ORDERS`, `DLQ` and `REPLAY` exist as a service needs them, without changing them
+/// (a service's start-up: its NATS user may not create or update streams). Different limits are
+/// logged; a missing stream or a different storage or subject list is an error.
+pub async fn verify_streams(js: &jetstream::Context, settings: &StreamSettings) -> Result<(), StreamError> {
+    for wanted in stream_configs(settings) {
+        let name = wanted.name.clone();
+        let failed = |detail: String| StreamError::JetStream { stream: name.clone(), detail };
+        match js.get_stream(&name).await {
+            Ok(mut existing) => {
+                let info = existing.info().await.map_err(|e| failed(e.to_string()))?;
+                if compare(&info.config, &wanted)? {
+                    tracing::warn!(stream = %name, "stream limits differ from this service's; an operator may update them with `switchyard provision`");
+                }
+            }
+            Err(err) if is_not_found(&err) => return Err(StreamError::Missing { stream: name }),
+            Err(err) => return Err(failed(err.to_string())),
+        }
+    }
+    Ok(())
+}
+
+fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        err.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// Compares an existing stream with the wanted one: `Err` when they cannot be reconciled in
+/// place, `Ok(true)` when limits differ (and an update would change them).
+fn compare(have: &stream::Config, wanted: &stream::Config) -> Result<bool, StreamError> {
+    let name = wanted.name.clone();
+    if have.storage != wanted.storage {
+        return Err(StreamError::Conflict {
+            stream: name,
+            field: "storage",
+            existing: format!("{:?}", have.storage),
+            wanted: format!("{:?}", wanted.storage),
+        });
+    }
+    if have.subjects != wanted.subjects {
+        return Err(StreamError::Conflict {
+            stream: name,
+            field: "subjects",
+            existing: format!("{:?}", have.subjects),
+            wanted: format!("{:?}", wanted.subjects),
+        });
+    }
+    Ok(have.num_replicas != wanted.num_replicas
+        || have.duplicate_window != wanted.duplicate_window
+        || have.max_age != wanted.max_age
+        || have.max_bytes != wanted.max_bytes
+        || have.max_message_size != wanted.max_message_size)
 }
 
 /// Creates the stream, or checks and (when only mutable settings differ) updates it.
-pub async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<(), StreamError> {
+pub async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<Declared, StreamError> {
     let name = wanted.name.clone();
     let failed = |detail: String| StreamError::JetStream { stream: name.clone(), detail };
     match js.get_stream(&name).await {
         Ok(mut existing) => {
             let info = existing.info().await.map_err(|e| failed(e.to_string()))?;
             let have = &info.config;
-            if have.storage != wanted.storage {
-                return Err(StreamError::Conflict {
-                    stream: name,
-                    field: "storage",
-                    existing: format!("{:?}", have.storage),
-                    wanted: format!("{:?}", wanted.storage),
-                });
-            }
-            if have.subjects != wanted.subjects {
-                return Err(StreamError::Conflict {
-                    stream: name,
-                    field: "subjects",
-                    existing: format!("{:?}", have.subjects),
-                    wanted: format!("{:?}", wanted.subjects),
-                });
-            }
-            let differs = have.num_replicas != wanted.num_replicas
-                || have.duplicate_window != wanted.duplicate_window
-                || have.max_age != wanted.max_age
-                || have.max_bytes != wanted.max_bytes
-                || have.max_message_size != wanted.max_message_size;
+            let differs = compare(have, &wanted)?;
             if differs {
                 tracing::warn!(
                     stream = %name,
@@ -155,28 +223,24 @@ pub async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<(
                     wanted_replicas = wanted.num_replicas,
                     duplicate_window = ?have.duplicate_window,
                     wanted_duplicate_window = ?wanted.duplicate_window,
-                    "stream limits differ from this service's; updating the stream"
+                    "stream limits differ; updating the stream"
                 );
                 js.update_stream(&wanted).await.map_err(|e| failed(e.to_string()))?;
+                return Ok(Declared::Updated);
             }
-            Ok(())
+            Ok(Declared::Unchanged)
         }
         Err(err) => {
-            let not_found = matches!(
-                err.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(e)
-                    if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-            );
-            if !not_found {
+            if !is_not_found(&err) {
                 return Err(failed(err.to_string()));
             }
             match js.create_stream(wanted.clone()).await {
                 Ok(_) => {
                     tracing::info!(stream = %name, "stream created");
-                    Ok(())
+                    Ok(Declared::Created)
                 }
                 // Another instance created it between our look and our create: check it again.
-                Err(_) if js.get_stream(&name).await.is_ok() => Ok(()),
+                Err(_) if js.get_stream(&name).await.is_ok() => Ok(Declared::Unchanged),
                 Err(err) => Err(failed(err.to_string())),
             }
         }

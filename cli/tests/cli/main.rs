@@ -106,6 +106,15 @@ impl Up {
     }
 }
 
+/// A client logged in as `ops`, with its own reply prefix (the only one nats.conf lets it read).
+async fn ops_client(nats_url: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password("ops".into(), "dev-ops".into())
+        .custom_inbox_prefix("_INBOX_ops")
+        .connect(nats_url)
+        .await
+        .expect("connect as ops")
+}
+
 fn field(line: &str, key: &str) -> String {
     line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))).unwrap().to_string()
 }
@@ -180,10 +189,7 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     assert!(text.lines().any(|l| l.starts_with("email") && l.contains("(no endpoints)")), "{text}");
 
     // dlq: a poison event lands in the DLQ once per consumer; show, replay and purge.
-    let client = async_nats::ConnectOptions::with_user_and_password("ops".into(), "dev-ops".into())
-        .connect(nats_url.as_str())
-        .await
-        .unwrap();
+    let client = crate::ops_client(&nats_url).await;
     let js = async_nats::jetstream::new(client);
     js.publish("events.orders.created.poison", "{not json".into()).await.unwrap().await.unwrap();
     let mut letters = serde_json::Value::Null;

@@ -176,10 +176,7 @@ async fn the_real_nats_cli_works_on_switchyard_up_as_the_readme_says() {
     assert!(saved.success && saved.stdout.contains("Connection: OK"), "{}", saved.text());
 
     // A poison event: three dead letters for `nats stream view DLQ`.
-    let ops = async_nats::ConnectOptions::with_user_and_password("ops".into(), "dev-ops".into())
-        .connect(nats_url.as_str())
-        .await
-        .expect("connect as ops");
+    let ops = crate::ops_client(&nats_url).await;
     let js = async_nats::jetstream::new(ops);
     js.publish("events.orders.created.poison", "{not json".into())
         .await

@@ -216,10 +216,7 @@ async fn ctrl_c_in_the_terminal_reaches_up_alone_which_stops_the_stack_in_order_
     assert!(accepted.len() >= 50);
     let (up, startup) = Up::start(&data_dir, &[]).await;
     let nats_url = field(startup.last().expect("READY line"), "nats_url");
-    let client = async_nats::ConnectOptions::with_user_and_password("ops".into(), "dev-ops".into())
-        .connect(nats_url.as_str())
-        .await
-        .expect("connect as ops");
+    let client = crate::ops_client(&nats_url).await;
     let stream = async_nats::jetstream::new(client).get_stream("ORDERS").await.expect("ORDERS");
     for id in &accepted {
         let subject = format!("events.orders.created.{id}");

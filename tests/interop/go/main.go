@@ -145,7 +145,8 @@ func main() {
 	}
 	s := &schemas{dir: *schemaDir, compiler: jsonschema.NewCompiler()}
 
-	nc, err := nats.Connect(*url, nats.UserInfo(*user, *password), nats.Name("go-interop"))
+	// Its own reply prefix: nats.conf lets each user subscribe to `_INBOX_<user>.>` only.
+	nc, err := nats.Connect(*url, nats.UserInfo(*user, *password), nats.Name("go-interop"), nats.CustomInboxPrefix("_INBOX_"+*user))
 	if err != nil {
 		fatal("connect as %s: %v", *user, err)
 	}

@@ -7,7 +7,7 @@ use crate::helpers::{count, events, nats, publish_created};
 
 fn email_service(nats_url: &str, db: &TestDatabase, data_dir: &std::path::Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_email-service"))
-        .args(["--nats-url", nats_url, "--database-url", db.url(), "--data-dir"])
+        .args(["--nats-url", nats_url, "--database-url", db.url(), "--declare-streams", "--data-dir"])
         .arg(data_dir)
         .args(["--consumer-concurrency", "1", "--ack-wait", "2s", "--log-format", "json"])
         .env("RUST_LOG", "warn")

@@ -67,6 +67,7 @@ async fn start_instance(nats: &NatsServer, db: &TestDatabase) -> Instance {
         db.url(),
         "--data-dir",
         &std::env::temp_dir().join("unused").display().to_string(),
+        "--declare-streams",
     ]);
     let app = App::build(config).await.expect("inventory-service starts");
     let id = app.service_id().to_string();

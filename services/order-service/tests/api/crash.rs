@@ -16,6 +16,7 @@ impl OrderProcess {
     fn start(nats: &NatsServer, db: &TestDatabase) -> OrderProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
             .args(["--nats-url", &nats.url(), "--database-url", db.url(), "--http-addr", "127.0.0.1:0"])
+            .arg("--declare-streams")
             .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -70,6 +71,7 @@ async fn events_committed_before_a_sigkill_are_published_once_after_the_restart(
         &nats.url(),
         "--database-url",
         inventory_db.url(),
+        "--declare-streams",
     ]))
     .await
     .unwrap();

@@ -71,6 +71,7 @@ async fn spawn(inventory_db: TestDatabase, orders_db: TestDatabase, flags: Flags
         orders_db.url().into(),
         "--http-addr".into(),
         "127.0.0.1:0".into(),
+        "--declare-streams".into(),
     ];
     args.extend(flags.iter().map(|f| f.to_string()));
     let app = order_service::App::build(order_service::Config::parse_from(args))
@@ -104,6 +105,7 @@ async fn start_inventory(nats: &NatsServer, db: &TestDatabase) -> Running {
         &nats.url(),
         "--database-url",
         db.url(),
+        "--declare-streams",
     ]);
     let app = inventory_service::App::build(config).await.expect("inventory-service starts");
     let shutdown = Shutdown::new();

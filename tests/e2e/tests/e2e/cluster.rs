@@ -47,6 +47,7 @@ async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
             data_dir.display().to_string(),
             "--stream-replicas".into(),
             "3".into(),
+            "--declare-streams".into(),
         ]
     };
     let shutdown = Shutdown::new();

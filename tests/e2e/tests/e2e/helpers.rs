@@ -83,6 +83,7 @@ pub async fn connect_as(
 ) -> (async_nats::Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password(user).into())
+        .custom_inbox_prefix(switchyard::config::inbox_prefix_for(user))
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {
@@ -109,6 +110,9 @@ impl Stack {
         ];
         if self.secure {
             args.extend(["--nats-user".into(), user.into(), "--nats-password".into(), password(user).into()]);
+        } else {
+            // No authorization: each service may declare the streams itself.
+            args.push("--declare-streams".into());
         }
         args
     }
@@ -250,6 +254,12 @@ async fn spawn(secure: bool, postgres: bool) -> Stack {
     };
     let client = if secure { connect_as(&nats, "ops").await.0 } else { nats.client().await };
     let js = jetstream::new(client.clone());
+    if secure {
+        // The operator's step: services under nats.conf may only verify the streams.
+        switchyard::streams::ensure_streams(&js, &switchyard::streams::StreamSettings::default())
+            .await
+            .expect("provision the streams as ops");
+    }
     let mut stack = Stack {
         data,
         inventory_db,

@@ -229,7 +229,7 @@ fn own_data_dir(data_dir: &Path) -> anyhow::Result<std::sync::Arc<switchyard::ow
                 };
                 let pid = owner.rsplit(' ').next().unwrap_or("?");
                 bail!(
-                    "the data dir {} is in use by another stack ({owner}); {running}.\n\
+                    "the data dir {} is in use by another stack ({owner}); {running}. \
                      Stop that one first (Ctrl-C in its terminal, or kill {pid}), or give this one \
                      another --data-dir.",
                     data_dir.display()

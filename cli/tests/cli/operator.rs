@@ -41,21 +41,19 @@ async fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
     }
 }
 
-/// A user error: exit code 1 and one line on stderr, `error: ...`, with no backtrace.
+/// A user error: exit code 1 and one line on stderr, `error: ...` (among a service's log lines),
+/// with no backtrace.
 fn assert_user_error(ran: &Ran, contains: &str) {
     assert_eq!(ran.code, Some(1), "stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
     let lines: Vec<&str> = ran.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        lines.first().is_some_and(|l| l.starts_with("error: ")),
-        "the error comes first, as `error: ...`:\n{}",
-        ran.stderr
-    );
+    let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "one line `error: ...` on stderr:\n{}", ran.stderr);
     assert!(
         !ran.stderr.to_lowercase().contains("backtrace"),
         "a user error printed a backtrace:\n{}",
         ran.stderr
     );
-    assert!(ran.stderr.contains(contains), "expected {contains:?} in:\n{}", ran.stderr);
+    assert!(errors[0].contains(contains), "expected {contains:?} in the error:\n{}", ran.stderr);
 }
 
 fn service_binary(name: &str) -> std::path::PathBuf {
@@ -316,4 +314,53 @@ async fn a_hand_given_nats_url_logs_in_as_ops_and_says_when_authorization_fails(
     )
     .await;
     assert_user_error(&refused, &format!("authorization failed at {url}: the server refused user ops"));
+}
+
+#[tokio::test]
+async fn provision_declares_the_streams_as_ops_and_services_only_verify_them() {
+    let mut builder = NatsServer::builder().config(workspace_root().join("nats.conf"));
+    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS", "PARTNER"] {
+        builder = builder.env(format!("{user}_PASSWORD"), format!("dev-{}", user.to_lowercase()));
+    }
+    let nats = builder.start();
+    let url = nats.url();
+    let dir = temp_dir();
+    let data = dir.path().display().to_string();
+
+    // A service may not declare the streams: before provisioning it refuses to start, saying why.
+    let inventory = |extra: &'static [&'static str]| {
+        let (url, data) = (url.clone(), data.clone());
+        async move {
+            let mut args =
+                vec!["--nats-url", &url, "--nats-user", "inventory", "--nats-password", "dev-inventory"];
+            args.extend(["--data-dir", &data, "--database-url", "sqlite::memory:"]);
+            args.extend(extra);
+            run(&service_binary("inventory-service"), &args, &[]).await
+        }
+    };
+    let refused = inventory(&[]).await;
+    assert_user_error(&refused, "stream ORDERS does not exist");
+    assert!(refused.stderr.contains("switchyard provision"), "{}", refused.stderr);
+    // ...not even when told to declare them: its user may not.
+    let denied = inventory(&["--declare-streams"]).await;
+    assert_eq!(denied.code, Some(1), "{}", denied.stderr);
+
+    // The operator provisions (as ops), once and again.
+    let first = run(&switchyard(), &["provision", "--nats-url", &url, "--data-dir", &data], &[]).await;
+    assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
+    for stream in ["ORDERS", "DLQ", "REPLAY"] {
+        assert!(
+            first.stdout.lines().any(|l| l.contains(stream) && l.ends_with(": created")),
+            "{}",
+            first.stdout
+        );
+    }
+    let again = run(&switchyard(), &["provision", "--nats-url", &url, "--data-dir", &data], &[]).await;
+    assert_eq!(again.stdout.lines().filter(|l| l.ends_with(": up to date")).count(), 3, "{}", again.stdout);
+    // Another user may read the streams but not change them.
+    let mut args = vec!["provision", "--nats-url", &url, "--data-dir", &data, "--duplicate-window", "1m"];
+    args.extend(["--nats-user", "email", "--nats-password", "dev-email"]);
+    let email = run(&switchyard(), &args, &[]).await;
+    assert_eq!(email.code, Some(1), "{}{}", email.stdout, email.stderr);
+    assert!(email.stderr.contains("failed to provision stream"), "{}", email.stderr);
 }

@@ -2,6 +2,7 @@ mod cluster;
 mod failures;
 mod flow;
 mod helpers;
+mod matrix;
 mod permissions;
 mod polyglot;
 mod replay;

@@ -538,6 +538,7 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
         body_limit: 64 * 1024,
         request_timeout: Duration::from_secs(10),
         max_in_flight: 512,
+        body_timeout: Duration::from_secs(5),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);

@@ -47,6 +47,22 @@ pub fn decode<T: DeserializeOwned + Validate>(payload: &[u8]) -> Result<T, Contr
     if payload.len() > MAX_PAYLOAD {
         return Err(ContractError::TooLarge(payload.len()));
     }
+    // Every contract message is a JSON object. Serde would also fill a struct from an array,
+    // by position (`["u1", null, [...]]`); the contract has no such form.
+    match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(first) => {
+            let found = match first {
+                b'[' => "an array",
+                b'"' => "a string",
+                b'n' => "null",
+                b't' | b'f' => "a boolean",
+                b'-' | b'0'..=b'9' => "a number",
+                _ => "not JSON",
+            };
+            return Err(ContractError::Json(format!("invalid type: {found}, expected a JSON object")));
+        }
+    }
     let value: T = serde_json::from_slice(payload).map_err(|e| ContractError::Json(e.to_string()))?;
     value.validate()?;
     Ok(value)
@@ -486,6 +502,18 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_json_object_decodes_into_a_contract_type() {
+        let array = decode::<StockRequest>(b" []").unwrap_err();
+        assert_eq!(array.to_string(), "invalid json: invalid type: an array, expected a JSON object");
+        let positional = br#"["u1", null, [{"sku":"A-1","quantity":1}]]"#;
+        assert!(
+            decode::<CreateOrder>(positional).unwrap_err().to_string().contains("expected a JSON object")
+        );
+        assert!(decode::<StockRequest>(b"null").unwrap_err().to_string().contains("null"));
+        assert!(decode::<StockRequest>(b"{}").is_ok());
+    }
 
     fn item(sku: &str, quantity: u32) -> Item {
         Item { sku: sku.into(), quantity }

@@ -37,9 +37,14 @@ pub struct Config {
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub http_request_timeout: Duration,
 
-    /// Largest HTTP request body, in bytes.
+    /// Largest HTTP request body, in bytes; a larger declared Content-Length is 413 at once.
     #[arg(long, env = "HTTP_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub http_body_limit: usize,
+
+    /// Longest time a client may take to send a request body; past it, 408. The body is read
+    /// before an order slot is taken, so a client that stalls holds none.
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub http_body_timeout: Duration,
 
     /// Order requests this instance handles at once; more are answered 503 with Retry-After at
     /// once (event streams and health checks are not counted).
@@ -106,6 +111,7 @@ impl App {
             body_limit: config.http_body_limit,
             request_timeout: config.http_request_timeout,
             max_in_flight: config.http_max_in_flight as usize,
+            body_timeout: config.http_body_timeout,
         };
         tracing::info!(instance = %instance, http = %address, "order-service ready");
         Ok(App { listener, address, state, limits, service, relay })

@@ -178,7 +178,23 @@ async fn malformed_json_gets_a_400_micro_error_with_a_json_body() {
         matches!(&zero, RequestError::Service { code: 400, message, .. } if message == "items[0].quantity must be between 1 and 1000000"),
         "{zero:?}"
     );
+    // An array is not an object, even where serde could fill a struct by position.
     app.restock("A-1", 1).await;
+    for (subject, payload) in [
+        (names::INVENTORY_STOCK, &b"[]"[..]),
+        (names::INVENTORY_CHECK, br#"[[{"sku":"A-1","quantity":1}]]"#),
+        (names::INVENTORY_RESTOCK, br#"["A-1", 5]"#),
+    ] {
+        let err = app
+            .client
+            .request_raw(subject, Bytes::from_static(payload), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RequestError::Service { code: 400, message, .. } if message.contains("expected a JSON object")),
+            "{subject}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]

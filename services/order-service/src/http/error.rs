@@ -71,6 +71,13 @@ pub enum ApiError {
     /// 503 with `Retry-After`: the instance already handles `--http-max-in-flight` requests.
     #[error("the service is at capacity, retry later")]
     Overloaded,
+    /// 408: the client did not send its body within `--http-body-timeout`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    /// Any other error status, from the framework (say, a path that is not UTF-8), in the same
+    /// JSON shape as every other error.
+    #[error("{message}")]
+    Status { status: StatusCode, message: String },
 }
 
 impl ApiError {
@@ -88,6 +95,8 @@ impl ApiError {
             ApiError::InventoryUnavailable { .. } | ApiError::Timeout | ApiError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Status { status, .. } => *status,
         }
     }
 
@@ -106,7 +115,26 @@ impl ApiError {
             ApiError::InventoryUnavailable { .. } => "inventory_unavailable",
             ApiError::Timeout => "timeout",
             ApiError::Overloaded => "overloaded",
+            ApiError::RequestTimeout => "request_timeout",
+            ApiError::Status { status, .. } => code_for_status(*status),
         }
+    }
+}
+
+/// The error code of a status that no variant above names.
+fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation_failed",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        status if status.is_client_error() => "bad_request",
+        _ => "internal_error",
     }
 }
 

@@ -58,6 +58,8 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// Order requests handled at once; more are answered 503 `overloaded` at once.
     pub max_in_flight: usize,
+    /// Longest time a client may take to send a request body (408 past it).
+    pub body_timeout: Duration,
 }
 
 /// The whole HTTP API.
@@ -66,11 +68,13 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     // Past the bound, requests are refused at once instead of queueing without limit (memory and
     // latency would grow with the queue). Event streams and health checks are not counted.
     let capacity = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    // The body is read first, with a deadline: a client that is slow to send holds no slot.
     let bounded = Router::new()
         .route("/orders", post(create_order))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
-        .route_layer(middleware::from_fn_with_state(capacity, shed_load));
+        .route_layer(middleware::from_fn_with_state(capacity, shed_load))
+        .route_layer(middleware::from_fn_with_state((limits.body_timeout, limits.body_limit), buffer_body));
     Router::new()
         .merge(bounded)
         .route("/orders/{id}/events", get(order_events))
@@ -82,6 +86,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
+        .layer(middleware::from_fn_with_state(limits.body_limit, reject_declared_oversize))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(metrics, observe))
 }
 
@@ -290,6 +296,75 @@ async fn shed_load(State(capacity): State<Arc<Semaphore>>, request: Request, nex
         Ok(_permit) => next.run(request).await,
         Err(_) => ApiError::Overloaded.into_response(),
     }
+}
+
+/// Reads the whole body before the handler (and before an order slot is taken), within
+/// `timeout` (408 past it) and `limit` bytes (413 past it).
+async fn buffer_body(
+    State((timeout, limit)): State<(Duration, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = async move {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|err| ApiError::BadRequest(format!("cannot read the body: {err}")))?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(err)) => err.into_response(),
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
+}
+
+/// A declared `Content-Length` over the limit is 413 at once, on every route, before a byte of
+/// the body is read.
+async fn reject_declared_oversize(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => ApiError::PayloadTooLarge.into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Every error answer is the documented JSON body: a rejection the framework answered in text
+/// (a path that is not UTF-8, a body over the limit, ...) is rewritten, keeping its status and
+/// headers (`Allow`, `Retry-After`).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    let message = match text {
+        Ok(text) if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut rewritten = ApiError::Status { status, message }.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
 }
 
 async fn request_timeout(State(timeout): State<Duration>, request: Request, next: Next) -> Response {

@@ -138,7 +138,9 @@ impl StackArgs {
 
     /// Where the stack is said to be, for messages: the URL, and how it was found.
     pub fn origin(&self) -> String {
-        let nats = self.nats();
+        let mut nats = self.nats();
+        nats.nats_url =
+            nats.nats_url.split(',').map(|u| switchyard::db::redact(u.trim())).collect::<Vec<_>>().join(",");
         if self.nats_url.is_some() {
             nats.nats_url
         } else if self.state().is_some() {

@@ -462,13 +462,32 @@ pub struct HistoryReply {
     pub events: Vec<AuditedEvent>,
 }
 
-/// The JSON body of every error reply, on NATS and HTTP alike.
+/// The JSON body of every micro error reply on NATS (with the headers `Nats-Service-Error` and
+/// `Nats-Service-Error-Code`). HTTP errors have their own shape: [`HttpErrorBody`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
-    /// The status code (micro error code on NATS, HTTP status on HTTP).
+    /// The micro error code: 400 bad request, 404 unknown, 409 conflict, 500 internal.
     pub code: u16,
+}
+
+/// The JSON body of every HTTP error answer of order-service (the status is the HTTP status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HttpErrorBody {
+    /// A stable, machine-readable code: `bad_request`, `not_found`, `method_not_allowed`,
+    /// `request_timeout`, `payload_too_large`, `unsupported_media_type`, `validation_failed`,
+    /// `idempotency_key_reused`, `unknown_sku`, `out_of_stock`, `conflict`,
+    /// `inventory_unavailable`, `overloaded`, `timeout`, `internal_error`, ...
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// With `out_of_stock`: the SKUs that are short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_ids: Option<Vec<String>>,
+    /// With `unknown_sku`: the SKUs that are not in the catalogue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_ids: Option<Vec<String>>,
 }
 
 /// The JSON Schema of every message, by name, for other languages. `shared/schemas/<name>.json`
@@ -496,6 +515,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("events.orders.cancelled", schema_for!(OrderCancelled).to_value()),
         ("events.orders.lifecycle", schema_for!(OrderLifecycle).to_value()),
         ("error", schema_for!(ErrorBody).to_value()),
+        ("http.error", schema_for!(HttpErrorBody).to_value()),
     ]
 }
 

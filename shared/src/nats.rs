@@ -80,7 +80,9 @@ pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<C
         });
     // A comma-separated list names the nodes of a cluster; the client fails over between them.
     let urls: Vec<&str> = args.nats_url.split(',').map(str::trim).filter(|url| !url.is_empty()).collect();
-    options.connect(urls).await.map_err(|source| ConnectError::Connect { url: args.nats_url.clone(), source })
+    // A URL may carry a password (nats://user:pass@host): errors name it without.
+    let url = args.nats_url.split(',').map(|u| crate::db::redact(u.trim())).collect::<Vec<_>>().join(",");
+    options.connect(urls).await.map_err(|source| ConnectError::Connect { url, source })
 }
 
 /// Drains a client: pending subscriptions deliver what they hold, then the connection closes.
@@ -108,6 +110,16 @@ pub async fn drain(client: &Client, deadline: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_connection_is_reported_without_the_urls_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
+        let url = format!("nats://ops:s3cret@127.0.0.1:{}", port.unwrap_or(1));
+        let err = connect(&NatsArgs::plain(url), "test", "1").await.unwrap_err();
+        let text = crate::telemetry::error_chain(&err);
+        assert!(text.contains("nats://ops:***@127.0.0.1:"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
 
     #[test]
     fn reconnect_delay_doubles_and_is_capped() {

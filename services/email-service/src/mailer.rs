@@ -52,9 +52,10 @@ impl Mailer {
     /// SMTP at `url`: `smtp://[user:password@]host[:port]` (plain SMTP, port 25 by default; for a
     /// relay on the same host or a private network: this build has no TLS).
     pub fn smtp(url: &str) -> Result<Self, MailerError> {
-        let rest = url
-            .strip_prefix("smtp://")
-            .ok_or_else(|| MailerError::SmtpUrl(format!("{url:?} does not start with smtp://")))?;
+        let rest = url.strip_prefix("smtp://").ok_or_else(|| {
+            // The URL may hold a password: never in a message.
+            MailerError::SmtpUrl(format!("{:?} does not start with smtp://", switchyard::db::redact(url)))
+        })?;
         let rest = rest.trim_end_matches('/');
         let (credentials, address) = match rest.rsplit_once('@') {
             Some((userinfo, address)) => (Some(userinfo), address),
@@ -135,4 +136,16 @@ pub fn confirmation(order: &OrderCreated, from: &Mailbox, to: &str) -> Result<Me
         .header(ContentType::TEXT_PLAIN)
         .body(body)
         .map_err(|e| HandleError::Poison(format!("cannot build the email: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_smtp_url_is_reported_without_its_password() {
+        let err = Mailer::smtp("smtps://mailer:s3cret@mail.example.com:465").unwrap_err().to_string();
+        assert!(err.contains("mailer:***@mail.example.com"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 }

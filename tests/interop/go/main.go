@@ -15,11 +15,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -139,6 +143,7 @@ func main() {
 	order := flag.String("order", "", "the order whose events to read")
 	sku := flag.String("sku", "A-1", "a SKU in stock")
 	kinds := flag.String("kinds", "created,stock_committed,confirmation_sent", "the event kinds to expect for the order")
+	httpURL := flag.String("http-url", "", "order-service's HTTP API: check its error answers against http.error.json")
 	flag.Parse()
 	if *order == "" {
 		fatal("--order is required")
@@ -268,6 +273,9 @@ func main() {
 			fatal("no more events for order %s; saw %v, want %v", *order, seen, want)
 		}
 	}
+	if *httpURL != "" {
+		checkHTTPErrors(s, *httpURL, *sku)
+	}
 	sort.Strings(seen)
 	sort.Strings(want)
 	check(strings.Join(seen, ",") == strings.Join(want, ","), "the order's events: %v", seen)
@@ -284,4 +292,82 @@ func contains(list []string, value string) bool {
 		}
 	}
 	return false
+}
+
+// checkHTTPErrors provokes each kind of HTTP error answer and validates the body against
+// http.error.json (and not against the micro error's schema, error.json).
+func checkHTTPErrors(s *schemas, base string, sku string) {
+	client := &http.Client{Timeout: 30 * time.Second}
+	cases := []struct {
+		name, method, path, contentType, body string
+		status                                int
+		code                                  string
+	}{
+		{"malformed JSON", "POST", "/orders", "application/json", `{"user_id":`, 400, "bad_request"},
+		{"an array for an order", "POST", "/orders", "application/json", `["u1", null, []]`, 422, "validation_failed"},
+		{"a rule broken", "POST", "/orders", "application/json", `{"user_id":"u1","items":[]}`, 422, "validation_failed"},
+		{"not JSON", "POST", "/orders", "text/plain", `{}`, 415, "unsupported_media_type"},
+		{"an unknown SKU", "POST", "/orders", "application/json", `{"user_id":"u1","items":[{"sku":"NO-SUCH-SKU","quantity":1}]}`, 422, "unknown_sku"},
+		{"out of stock", "POST", "/orders", "application/json", `{"user_id":"u1","items":[{"sku":"` + sku + `","quantity":1000000}]}`, 409, "out_of_stock"},
+		{"an unknown order", "GET", "/orders/00000000-0000-0000-0000-000000000000", "", "", 404, "not_found"},
+		{"a malformed id", "GET", "/orders/nope", "", "", 400, "bad_request"},
+		{"an unknown route", "GET", "/no/such/route", "", "", 404, "not_found"},
+		{"a wrong method", "DELETE", "/orders", "", "", 405, "method_not_allowed"},
+	}
+	for _, c := range cases {
+		request, err := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))
+		if err != nil {
+			fatal("request: %v", err)
+		}
+		if c.contentType != "" {
+			request.Header.Set("Content-Type", c.contentType)
+		}
+		response, err := client.Do(request)
+		if err != nil {
+			fatal("%s: %v", c.name, err)
+		}
+		body, _ := io.ReadAll(response.Body)
+		response.Body.Close()
+		checkHTTPError(s, c.name, response.StatusCode, response.Header.Get("Content-Type"), body, c.status, c.code)
+	}
+	// Raw requests Go's client will not send: a path that is not UTF-8, a declared length over
+	// the limit with no body.
+	address := strings.TrimPrefix(base, "http://")
+	for _, raw := range []struct {
+		name, request string
+		status        int
+		code          string
+	}{
+		{"a path that is not UTF-8", "GET /orders/%FF%FE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "bad_request"},
+		{"a declared body over the limit", "POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\nConnection: close\r\n\r\n", 413, "payload_too_large"},
+	} {
+		conn, err := net.DialTimeout("tcp", address, 5*time.Second)
+		if err != nil {
+			fatal("dial: %v", err)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := conn.Write([]byte(raw.request)); err != nil {
+			fatal("write: %v", err)
+		}
+		response, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			fatal("%s: %v", raw.name, err)
+		}
+		body, _ := io.ReadAll(response.Body)
+		conn.Close()
+		checkHTTPError(s, raw.name, response.StatusCode, response.Header.Get("Content-Type"), body, raw.status, raw.code)
+	}
+}
+
+func checkHTTPError(s *schemas, name string, status int, contentType string, body []byte, wantStatus int, wantCode string) {
+	check(status == wantStatus, "HTTP %s: status %d (want %d): %s", name, status, wantStatus, body)
+	check(strings.HasPrefix(contentType, "application/json"), "HTTP %s: JSON (%s)", name, contentType)
+	var problem struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	check(json.Unmarshal(body, &problem) == nil && problem.Error == wantCode && problem.Message != "", "HTTP %s: error %q (want %q)", name, problem.Error, wantCode)
+	err := s.validate("http.error.json", body)
+	check(err == nil, "HTTP %s: valid against http.error.json (%v)", name, err)
+	check(s.validate("error.json", body) != nil, "HTTP %s: not a micro error body (error.json)", name)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use switchyard::contracts::HttpErrorBody;
 
 /// A JSON response body that ends with a newline, so that a terminal's prompt does not land
 /// on the same line as `curl`'s output.
@@ -143,12 +143,18 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
         }
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        match &self {
-            ApiError::OutOfStock(ids) => body["unavailable_ids"] = json!(ids),
-            ApiError::UnknownSku(ids) => body["unknown_ids"] = json!(ids),
-            _ => {}
-        }
+        let body = HttpErrorBody {
+            error: self.code().to_string(),
+            message: self.to_string(),
+            unavailable_ids: match &self {
+                ApiError::OutOfStock(ids) => Some(ids.clone()),
+                _ => None,
+            },
+            unknown_ids: match &self {
+                ApiError::UnknownSku(ids) => Some(ids.clone()),
+                _ => None,
+            },
+        };
         let mut response = (self.status(), JsonLine(body)).into_response();
         let retry_after = match &self {
             ApiError::InventoryUnavailable { retry_after } => Some(*retry_after),

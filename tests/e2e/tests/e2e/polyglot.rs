@@ -50,6 +50,8 @@ async fn a_go_client_discovers_calls_and_reads_an_orders_lifecycle_under_its_own
         .arg("--schemas")
         .arg(switchyard::testkit::workspace_root().join("shared/schemas"))
         .args(["--order", &id, "--sku", "A-1", "--kinds", "created,stock_committed,confirmation_sent"])
+        // It also provokes every kind of HTTP error and checks each body against http.error.json.
+        .args(["--http-url", &stack.base_url])
         .kill_on_drop(true);
     let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
         .await
@@ -62,6 +64,7 @@ async fn a_go_client_discovers_calls_and_reads_an_orders_lifecycle_under_its_own
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("go client: all checks passed"), "{stdout}");
+    assert_eq!(stdout.matches("valid against http.error.json").count(), 12, "{stdout}");
     for kind in ["created", "stock_committed", "confirmation_sent"] {
         assert!(stdout.contains(&format!("event {kind} {id}")), "{stdout}");
     }

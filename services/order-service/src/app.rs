@@ -16,6 +16,7 @@ use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
+use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, HttpLimits, router};
 use crate::inventory::InventoryClient;
 use crate::metrics::Metrics;
@@ -46,6 +47,22 @@ pub struct Config {
     #[arg(long, env = "HTTP_BODY_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
     pub http_body_timeout: Duration,
 
+    /// Open HTTP connections at once; more are closed at once.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+
+    /// Open HTTP connections at once from one peer address; more are closed at once.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS_PER_PEER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections_per_peer: u32,
+
+    /// Longest time a client may take to send a request's headers; the connection is closed past it.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub http_header_timeout: Duration,
+
+    /// A connection with no bytes in either direction for this long is closed (kept-alive or stalled).
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub http_idle_timeout: Duration,
+
     /// Order requests this instance handles at once; more are answered 503 with Retry-After at
     /// once (event streams and health checks are not counted).
     #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -68,8 +85,6 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-    #[error("http server failed")]
-    Serve(#[source] std::io::Error),
 }
 
 /// A running order service, bound and connected.
@@ -78,6 +93,7 @@ pub struct App {
     address: SocketAddr,
     state: AppState,
     limits: HttpLimits,
+    connections: ConnectionLimits,
     service: ServiceHandle,
     relay: Relay,
 }
@@ -114,7 +130,14 @@ impl App {
             body_timeout: config.http_body_timeout,
         };
         tracing::info!(instance = %instance, http = %address, "order-service ready");
-        Ok(App { listener, address, state, limits, service, relay })
+        let connections = ConnectionLimits {
+            max_connections: config.http_max_connections as usize,
+            max_per_peer: config.http_max_connections_per_peer as usize,
+            header_timeout: config.http_header_timeout,
+            idle_timeout: config.http_idle_timeout,
+            drain_timeout: config.http_request_timeout + Duration::from_secs(5),
+        };
+        Ok(App { listener, address, state, limits, connections, service, relay })
     }
 
     /// The HTTP address actually bound.
@@ -135,13 +158,11 @@ impl App {
     /// Serves until `shutdown` fires; then drains HTTP, lets the outbox relay publish what was
     /// committed, stops the micro service, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), AppError> {
-        let App { listener, state, limits, service, relay, .. } = self;
+        let App { listener, state, limits, connections, service, relay, .. } = self;
         let relay_stop = Shutdown::new();
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
         let app = router(state.clone(), limits);
-        let signal = shutdown.clone();
-        let served =
-            axum::serve(listener, app).with_graceful_shutdown(async move { signal.wait().await }).await;
+        crate::http::server::serve(listener, app, connections, shutdown.clone()).await;
         tracing::info!("order-service stopping: http drained");
         relay_stop.trigger();
         if let Err(err) = relay_task.await {
@@ -151,7 +172,7 @@ impl App {
         switchyard::nats::drain(&state.nats, Duration::from_secs(5)).await;
         state.orders.store().db().close().await;
         tracing::info!("order-service stopped");
-        served.map_err(AppError::Serve)
+        Ok(())
     }
 }
 

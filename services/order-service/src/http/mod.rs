@@ -11,6 +11,7 @@
 //! | `GET /metrics` | Prometheus text |
 
 mod error;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -38,7 +38,7 @@ async fn a_stopped_inventory_gives_503_then_the_breaker_answers_at_once_then_ord
     assert_eq!(app.breaker.snapshot().totals.rejects, rejects_before + 1);
 
     // After the reset timeout a trial goes through and closes the breaker.
-    eventually(Duration::from_secs(10), "an order to succeed after the reset timeout", || async {
+    eventually(Duration::from_secs(30), "an order to succeed after the reset timeout", || async {
         app.post_order(&order_body("A-1", 1), None).await.status == 201
     })
     .await;

@@ -149,10 +149,10 @@ impl TestStack {
     }
 
     /// Waits until every reservation of `sku` is committed (nothing reserved) and `available`
-    /// units are left; panics after 10 s.
+    /// units are left; panics after 30 s.
     pub async fn settled_stock(&self, sku: &str, available: i64) {
         let what = format!("{sku} to settle at {available} available, 0 reserved");
-        switchyard::testkit::eventually(Duration::from_secs(10), &what, || async {
+        switchyard::testkit::eventually(Duration::from_secs(30), &what, || async {
             self.stock(sku).await == (available, 0)
         })
         .await;

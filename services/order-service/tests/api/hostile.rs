@@ -146,3 +146,58 @@ async fn a_json_array_is_not_an_order() {
     }
     app.settled_stock("A-1", 10).await;
 }
+
+/// True once the server has closed `stream` (a read returns end of file or an error).
+async fn closed(stream: &mut TcpStream, deadline: Duration) -> bool {
+    let mut buffer = [0u8; 1024];
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        match tokio::time::timeout_at(until, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_are_bounded_per_peer_and_stalled_headers_and_idle_ones_are_closed() {
+    let app = spawn_stack_with(&[
+        "--http-max-connections-per-peer",
+        "3",
+        "--http-header-timeout",
+        "1s",
+        "--http-idle-timeout",
+        "2s",
+    ])
+    .await;
+    let address = app.base_url.trim_start_matches("http://").to_string();
+    // Three connections from this address are open (each answered a request, kept alive)...
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut stream = send_raw(&app, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (status, _, _) = read_response(&mut stream, Duration::from_secs(30)).await;
+        assert_eq!(status, 200);
+        open.push(stream);
+    }
+    // ...so a fourth is closed at once, unanswered.
+    let mut fourth = TcpStream::connect(&address).await.expect("connect");
+    fourth.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.ok();
+    let mut buffer = [0u8; 64];
+    let first = tokio::time::timeout(Duration::from_secs(30), fourth.read(&mut buffer)).await;
+    assert!(
+        matches!(first, Ok(Ok(0)) | Ok(Err(_))),
+        "a fourth connection from one peer is closed without an answer: {first:?}"
+    );
+    // The kept-alive ones are closed once idle, and the peer may connect again.
+    for stream in &mut open {
+        assert!(closed(stream, Duration::from_secs(30)).await, "an idle kept-alive connection is closed");
+    }
+    let mut again = send_raw(&app, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (status, _, _) = read_response(&mut again, Duration::from_secs(30)).await;
+    assert_eq!(status, 200);
+    drop(again);
+    // Headers that never end: the connection is closed after the header deadline.
+    let mut stalled = send_raw(&app, b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
+    assert!(closed(&mut stalled, Duration::from_secs(30)).await, "a stalled header is closed");
+}

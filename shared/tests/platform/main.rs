@@ -1,3 +1,4 @@
 mod consumer;
+mod fuzz;
 mod helpers;
 mod outbox;

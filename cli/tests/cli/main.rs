@@ -149,6 +149,13 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     assert_eq!(number_after(&demo, "consumer inventory"), accepted, "{demo}");
     assert_eq!(number_after(&demo, "consumer email"), accepted, "{demo}");
     assert_eq!(number_after(&demo, "consumer audit"), accepted * 3, "{demo}");
+    // No secret and no address in the services' logs: passwords, the demo's email addresses.
+    for entry in std::fs::read_dir(data_dir.join("logs")).unwrap().flatten() {
+        let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for secret in ["dev-ops", "dev-inventory", "dev-orders", "dev-email", "dev-audit", "@example.com"] {
+            assert!(!log.contains(secret), "{} holds {secret:?}", entry.path().display());
+        }
+    }
 
     // status --json: every service and consumer, and the breaker.
     let (status, ok) = up.run(&["status", "--json"]).await;

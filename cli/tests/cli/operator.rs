@@ -56,6 +56,15 @@ fn assert_user_error(ran: &Ran, contains: &str) {
     assert!(errors[0].contains(contains), "expected {contains:?} in the error:\n{}", ran.stderr);
 }
 
+/// A nats-server running the repo's nats.conf with `switchyard up`'s development passwords.
+fn secure_nats() -> NatsServer {
+    let mut builder = NatsServer::builder().config(workspace_root().join("nats.conf"));
+    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS", "PARTNER"] {
+        builder = builder.env(format!("{user}_PASSWORD"), format!("dev-{}", user.to_lowercase()));
+    }
+    builder.start()
+}
+
 fn service_binary(name: &str) -> std::path::PathBuf {
     switchyard().parent().expect("target dir").join(name)
 }
@@ -295,11 +304,7 @@ async fn user_errors_are_one_line_and_an_exit_code_without_a_backtrace() {
 
 #[tokio::test]
 async fn a_hand_given_nats_url_logs_in_as_ops_and_says_when_authorization_fails() {
-    let mut builder = NatsServer::builder().config(workspace_root().join("nats.conf"));
-    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS", "PARTNER"] {
-        builder = builder.env(format!("{user}_PASSWORD"), format!("dev-{}", user.to_lowercase()));
-    }
-    let nats = builder.start();
+    let nats = secure_nats();
     let url = nats.url();
     let dir = temp_dir();
     let data = dir.path().display().to_string();
@@ -318,11 +323,7 @@ async fn a_hand_given_nats_url_logs_in_as_ops_and_says_when_authorization_fails(
 
 #[tokio::test]
 async fn provision_declares_the_streams_as_ops_and_services_only_verify_them() {
-    let mut builder = NatsServer::builder().config(workspace_root().join("nats.conf"));
-    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS", "PARTNER"] {
-        builder = builder.env(format!("{user}_PASSWORD"), format!("dev-{}", user.to_lowercase()));
-    }
-    let nats = builder.start();
+    let nats = secure_nats();
     let url = nats.url();
     let dir = temp_dir();
     let data = dir.path().display().to_string();

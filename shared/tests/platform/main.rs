@@ -2,3 +2,4 @@ mod consumer;
 mod fuzz;
 mod helpers;
 mod outbox;
+mod streams;

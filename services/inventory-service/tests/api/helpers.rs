@@ -37,7 +37,7 @@ pub struct TestInventory {
 impl TestInventory {
     /// Starts another instance on the same NATS and database.
     pub async fn add_instance(&mut self) {
-        let instance = start_instance(&self.nats, &self.db).await;
+        let instance = start_instance(&self.nats, &self.db, &[]).await;
         self.instances.push(instance);
     }
 
@@ -58,17 +58,13 @@ impl TestInventory {
     }
 }
 
-async fn start_instance(nats: &NatsServer, db: &TestDatabase) -> Instance {
-    let config = Config::parse_from([
-        "inventory-service",
-        "--nats-url",
-        &nats.url(),
-        "--database-url",
-        db.url(),
-        "--data-dir",
-        &std::env::temp_dir().join("unused").display().to_string(),
-        "--declare-streams",
-    ]);
+async fn start_instance(nats: &NatsServer, db: &TestDatabase, flags: &[&str]) -> Instance {
+    let url = nats.url();
+    let data = std::env::temp_dir().join("unused").display().to_string();
+    let mut args = vec!["inventory-service", "--nats-url", &url, "--database-url", db.url()];
+    args.extend(["--data-dir", &data, "--declare-streams"]);
+    args.extend_from_slice(flags);
+    let config = Config::parse_from(args);
     let app = App::build(config).await.expect("inventory-service starts");
     let id = app.service_id().to_string();
     let shutdown = Shutdown::new();
@@ -78,18 +74,23 @@ async fn start_instance(nats: &NatsServer, db: &TestDatabase) -> Instance {
 
 /// Inventory on SQLite.
 pub async fn spawn_inventory() -> TestInventory {
-    spawn_on(TestDatabase::sqlite()).await
+    spawn_on(TestDatabase::sqlite(), &[]).await
+}
+
+/// Inventory on SQLite with extra flags (say, a short `--reservation-ttl`).
+pub async fn spawn_inventory_with(flags: &[&str]) -> TestInventory {
+    spawn_on(TestDatabase::sqlite(), flags).await
 }
 
 /// Inventory on a fresh Postgres database.
 pub async fn spawn_inventory_on_postgres() -> TestInventory {
-    spawn_on(TestDatabase::postgres().await).await
+    spawn_on(TestDatabase::postgres().await, &[]).await
 }
 
-async fn spawn_on(db: TestDatabase) -> TestInventory {
+async fn spawn_on(db: TestDatabase, flags: &[&str]) -> TestInventory {
     switchyard::telemetry::init(switchyard::config::LogFormat::Text);
     let nats = NatsServer::start();
-    let instance = start_instance(&nats, &db).await;
+    let instance = start_instance(&nats, &db, flags).await;
     let client = RequestClient::new(nats.client().await, Duration::from_secs(10));
     TestInventory { nats, db, client, instances: vec![instance] }
 }

@@ -2,3 +2,4 @@ mod discovery;
 mod endpoints;
 mod helpers;
 mod reservations;
+mod sweeper;

@@ -70,7 +70,8 @@ async fn a_field_that_cannot_change_in_place_is_an_error_naming_it() {
 async fn verifying_a_missing_stream_says_to_provision_it() {
     let nats = NatsServer::start();
     let js = js(&nats).await;
-    let err = streams::verify_streams(&js, &StreamSettings::default()).await.expect_err("nothing provisioned");
+    let err =
+        streams::verify_streams(&js, &StreamSettings::default()).await.expect_err("nothing provisioned");
     assert!(matches!(&err, StreamError::Missing { stream } if stream == "ORDERS"), "{err:?}");
     assert!(err.to_string().contains("switchyard provision"), "{err}");
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use switchyard::contracts::{OrderCreated, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, StockReply};
+use switchyard::contracts::{
+    OrderCreated, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, StockReply,
+};
 use switchyard::testkit::eventually;
 use switchyard::{dlq, names};
 use uuid::Uuid;
@@ -34,7 +36,11 @@ async fn publish_created(js: &jetstream::Context, order: Uuid, sku: &str, quanti
         created_at: switchyard::time::now_rfc3339(),
     };
     let subject = names::order_event_subject(names::order_event::CREATED, &order);
-    js.publish(subject, serde_json::to_vec(&event).expect("json").into()).await.expect("publish").await.expect("ack");
+    js.publish(subject, serde_json::to_vec(&event).expect("json").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
 }
 
 async fn events(js: &jetstream::Context, filter: &str) -> u64 {
@@ -56,11 +62,19 @@ async fn an_expired_reservation_is_released_and_a_late_created_event_is_parked_n
     })
     .await;
     let released = format!("events.orders.stock_released.{order}");
-    eventually(Duration::from_secs(30), "stock_released", || async { events(&js, &released).await == 1 }).await;
-    let message = js.get_stream("ORDERS").await.expect("ORDERS").get_last_raw_message_by_subject(&released).await.expect("event");
+    eventually(Duration::from_secs(30), "stock_released", || async { events(&js, &released).await == 1 })
+        .await;
+    let message = js
+        .get_stream("ORDERS")
+        .await
+        .expect("ORDERS")
+        .get_last_raw_message_by_subject(&released)
+        .await
+        .expect("event");
     assert!(String::from_utf8_lossy(&message.payload).contains("expired"), "{:?}", message.payload);
     // A release on request now says it was released; the stock is not put back twice.
-    let reply: ReleaseReply = app.call(names::INVENTORY_RELEASE, &ReleaseRequest { order_id: order }).await.expect("release");
+    let reply: ReleaseReply =
+        app.call(names::INVENTORY_RELEASE, &ReleaseRequest { order_id: order }).await.expect("release");
     assert!(reply.released);
     assert_eq!(stock(&app, "A-1").await, (5, 0));
 
@@ -88,7 +102,8 @@ async fn a_commit_that_wins_the_race_is_never_released_and_release_then_answers_
     reserve(&app, order, "A-1", 2).await;
     publish_created(&js, order, "A-1", 2).await;
     let committed = format!("events.orders.stock_committed.{order}");
-    eventually(Duration::from_secs(30), "stock_committed", || async { events(&js, &committed).await == 1 }).await;
+    eventually(Duration::from_secs(30), "stock_committed", || async { events(&js, &committed).await == 1 })
+        .await;
     assert_eq!(stock(&app, "A-1").await, (3, 0));
 
     // Past the TTL, a sweep finds the committed reservation and leaves it alone.
@@ -107,7 +122,10 @@ async fn a_commit_that_wins_the_race_is_never_released_and_release_then_answers_
     assert_eq!(stock(&app, "A-1").await, (3, 0));
     assert_eq!(events(&js, "events.orders.stock_released.*").await, 0);
     // Its stock has left the shelf: a release on request is a conflict, a 409 micro error.
-    let err = app.call::<_, ReleaseReply>(names::INVENTORY_RELEASE, &ReleaseRequest { order_id: order }).await.unwrap_err();
+    let err = app
+        .call::<_, ReleaseReply>(names::INVENTORY_RELEASE, &ReleaseRequest { order_id: order })
+        .await
+        .unwrap_err();
     assert!(matches!(&err, switchyard::RequestError::Service { code: 409, .. }), "{err:?}");
     assert_eq!(stock(&app, "A-1").await, (3, 0));
 }

@@ -412,22 +412,26 @@ impl SmtpSink {
     /// Starts a sink on `port` and waits until it listens.
     pub async fn start_on(port: u16) -> SmtpSink {
         let maildir = temp_dir();
+        let mailbox = maildir.path().join("mail").display().to_string();
+        SmtpSink::start_with(port, &["aiosmtpd.handlers.Mailbox", &mailbox], maildir).await
+    }
+
+    /// Starts an SMTP server on `port` that refuses every recipient permanently (550;
+    /// `tests/interop/smtp_reject.py`).
+    pub async fn start_rejecting(port: u16) -> SmtpSink {
+        SmtpSink::start_with(port, &["smtp_reject.Reject"], temp_dir()).await
+    }
+
+    async fn start_with(port: u16, handler: &[&str], maildir: TempDir) -> SmtpSink {
         let child = Command::new(python())
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
-            .arg(maildir.path().join("mail"))
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c"])
+            .args(handler)
+            .env("PYTHONPATH", workspace_root().join("tests/interop"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start aiosmtpd");
-        eventually(Duration::from_secs(15), "the SMTP sink to listen", || async move {
+        eventually(Duration::from_secs(15), "the SMTP server to listen", || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
         })
         .await;

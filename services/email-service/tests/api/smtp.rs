@@ -73,7 +73,12 @@ async fn an_smtp_outage_is_retried_until_the_server_is_back() {
     let (shutdown, running) =
         start_email(&nats, &db, port, &["--retry-backoff", "200ms", "--max-deliver", "50"]).await;
     publish_created(&js, Some("late@example.com")).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Tried and failed more than once (the server's count of deliveries), and nothing recorded.
+    eventually(Duration::from_secs(20), "a redelivery after a failed send", || async {
+        let stream = js.get_stream("ORDERS").await.expect("ORDERS");
+        stream.consumer_info("email").await.map(|i| i.num_redelivered >= 1).unwrap_or(false)
+    })
+    .await;
     assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 0);
 
     // The SMTP server comes up on that port: the next retry delivers.
@@ -86,6 +91,28 @@ async fn an_smtp_outage_is_retried_until_the_server_is_back() {
         count(&db, "SELECT COUNT(*) FROM emails").await == 1
     })
     .await;
+    shutdown.trigger();
+    running.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_smtp_permanent_error_is_dead_lettered_at_once_and_nothing_is_recorded() {
+    let (nats, js) = nats().await;
+    let port = free_port().unwrap();
+    let _server = SmtpSink::start_rejecting(port).await;
+    let db = TestDatabase::sqlite();
+    let (shutdown, running) = start_email(&nats, &db, port, &["--max-deliver", "5"]).await;
+    let event = publish_created(&js, Some("nobody@example.com")).await;
+    eventually(Duration::from_secs(20), "the dead letter", || async {
+        switchyard::dlq::list(&js, 10).await.map(|l| l.len() == 1).unwrap_or(false)
+    })
+    .await;
+    let letter = switchyard::dlq::list(&js, 10).await.unwrap().remove(0);
+    assert_eq!((letter.consumer.as_str(), letter.reason.as_str(), letter.deliveries), ("email", "poison", 1));
+    assert!(letter.error.contains("550"), "{letter:?}");
+    assert_eq!(letter.origin_subject, format!("events.orders.created.{}", event.order_id));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 0);
+    assert_eq!(events(&js, "events.orders.confirmation_sent.*").await, 0);
     shutdown.trigger();
     running.await.unwrap();
 }

@@ -287,7 +287,7 @@ async fn spawn(secure: bool, postgres: bool) -> Stack {
         order_service::App::build(order_service::Config::parse_from(args)).await.expect("order-service");
     stack.base_url = format!("http://127.0.0.1:{}", app.port());
     stack.orders = Some(Running::spawn(|s| async move {
-        let _ = app.run_until_stopped(s).await;
+        app.run_until_stopped(s).await.expect("order-service runs and stops cleanly");
     }));
     stack
 }

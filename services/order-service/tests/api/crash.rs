@@ -7,13 +7,13 @@ use switchyard::Shutdown;
 use switchyard::testkit::{NatsServer, TestDatabase, eventually};
 
 /// order-service as a real process, so it can be killed with SIGKILL.
-struct OrderProcess {
+pub struct OrderProcess {
     child: Child,
-    base_url: String,
+    pub base_url: String,
 }
 
 impl OrderProcess {
-    fn start(nats: &NatsServer, db: &TestDatabase) -> OrderProcess {
+    pub fn start(nats: &NatsServer, db: &TestDatabase) -> OrderProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_order-service"))
             .args(["--nats-url", &nats.url(), "--database-url", db.url(), "--http-addr", "127.0.0.1:0"])
             .arg("--declare-streams")
@@ -42,6 +42,23 @@ impl OrderProcess {
     fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `deadline` for it to exit.
+    pub fn wait(mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + deadline;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 

@@ -4,5 +4,6 @@ mod fuzz;
 mod helpers;
 mod hostile;
 mod idempotency;
+mod lifecycle;
 mod orders;
 mod validation;

@@ -238,7 +238,12 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     let (refused, ok) = up.run(&["dlq", "purge"]).await;
     assert!(!ok && refused.contains("--yes"), "{refused}");
     let (purged, ok) = up.run(&["dlq", "purge", "--yes"]).await;
-    assert!(ok && purged.contains("purged"), "{purged}");
+    assert!(ok && purged.contains("purged 3 dead letters"), "{purged}");
+    let (ls, ok) = up.run(&["dlq", "ls", "--json"]).await;
+    assert!(
+        ok && serde_json::from_str::<serde_json::Value>(&ls).unwrap().as_array().unwrap().is_empty(),
+        "{ls}"
+    );
 
     // health: for container health checks.
     let (health, ok) = up.run(&["health", "--service", "email", "--http-url", &http_url]).await;

@@ -1,5 +1,3 @@
-use std::process::Command;
-
 use crate::helpers::{password, spawn_secure_stack, spawn_stack};
 
 #[tokio::test]
@@ -15,15 +13,12 @@ async fn a_python_client_reads_the_same_events_through_its_own_durable_consumer(
     stack.wait_events("events.orders.created.*", 3).await;
     let script = switchyard::testkit::workspace_root().join("tests/interop/js_consumer.py");
     let url = stack.nats.url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(switchyard::testkit::python())
-            .arg(script)
-            .args(["--url", &url, "--expect", "3"])
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
+    let mut command = tokio::process::Command::new(switchyard::testkit::python());
+    command.arg(script).args(["--url", &url, "--expect", "3"]).kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("the Python consumer finishes within 60 s")
+        .expect("run python");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

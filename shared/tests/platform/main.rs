@@ -1,5 +1,6 @@
 mod consumer;
 mod fuzz;
 mod helpers;
+mod migrations;
 mod outbox;
 mod streams;

@@ -177,3 +177,64 @@ async fn overlapping_rounds_publish_a_backlog_in_outbox_order() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_relay_that_dies_mid_round_leaves_its_rows_to_another_after_the_lease_nothing_lost_or_doubled() {
+    let (_nats, _client, js) = nats_with_streams().await;
+    let test_db = TestDatabase::sqlite();
+    let db = db(&test_db).await;
+    write_events(&db, 50).await;
+
+    // What relay "a" leaves when killed mid-round: it leased the first 30 rows for 1.5 s and had
+    // published 20 of them (the stream acked them) when it died, before marking any as sent.
+    let lease_until = switchyard::time::now_unix_millis() + 1500;
+    sqlx::query(
+        "UPDATE outbox SET claimed_by = 'relay-a', claimed_until = $1 \
+         WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 30)",
+    )
+    .bind(lease_until)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT event_id, subject, payload FROM outbox ORDER BY id LIMIT 20")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    for (event_id, subject, payload) in rows {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event_id.as_str());
+        js.publish_with_headers(subject, headers, payload.into()).await.unwrap().await.unwrap();
+    }
+    assert_eq!(messages_in(&js, "ORDERS").await, 20);
+
+    // Relay "b" takes what is free now, and leaves the leased rows alone while the lease holds.
+    let b = Relay::new(db.clone(), js.clone(), "relay-b", RelayConfig::default());
+    assert_eq!(b.publish_pending().await.unwrap(), 20);
+    assert_eq!(outbox::pending(&db).await.unwrap(), 30);
+    let leased: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE claimed_by = 'relay-a' AND sent_at_ms IS NULL")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(leased, 30, "the dead relay's rows are still leased to it");
+
+    // Once the lease has passed, "b" publishes them: every row is sent, and the 20 that "a"
+    // had published are not doubled (the stream drops a repeated message id).
+    eventually(Duration::from_secs(30), "the lease to pass", || async {
+        switchyard::time::now_unix_millis() > lease_until
+    })
+    .await;
+    let mut published = 0;
+    loop {
+        let n = b.publish_pending().await.expect("relay b publishes");
+        if n == 0 {
+            break;
+        }
+        published += n;
+    }
+    assert_eq!(published, 30);
+    assert_eq!(outbox::sent(&db).await.unwrap(), 50);
+    assert_eq!(outbox::pending(&db).await.unwrap(), 0);
+    assert_eq!(messages_in(&js, "ORDERS").await, 50, "nothing lost, nothing doubled");
+}

@@ -31,7 +31,7 @@ async fn write_events(db: &switchyard::Db, n: usize) -> Vec<Uuid> {
 
 #[tokio::test]
 async fn events_wait_in_the_outbox_while_nats_is_down_and_all_go_out_once_when_it_returns() {
-    let (mut nats, _client, js) = nats_with_streams().await;
+    let (mut nats, client, js) = nats_with_streams().await;
     let test_db = TestDatabase::sqlite();
     let db = db(&test_db).await;
     let relay = Relay::new(db.clone(), js.clone(), "relay-1", RelayConfig::default());
@@ -39,11 +39,22 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_all_go_out_once_when_i
     let running = tokio::spawn(relay.clone().run(shutdown.clone()));
 
     nats.kill();
+    eventually(Duration::from_secs(30), "the client to notice NATS is gone", || async {
+        client.connection_state() != async_nats::connection::State::Connected
+    })
+    .await;
     let ids = write_events(&db, 50).await;
     relay.waker().wake();
-    // Nothing can go out; everything waits in the table.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing can go out; everything waits in the table. A round tried now (beside the running
+    // loop) claims nothing while the connection is down.
+    let round = relay.publish_pending().await;
+    assert!(matches!(round, Ok(0) | Err(_)), "{round:?}");
     assert_eq!(outbox::pending(&db).await.unwrap(), 50);
+    let claimed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE attempts > 0")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(claimed, 0, "no row was claimed while NATS was down");
 
     nats.restart();
     eventually(Duration::from_secs(30), "the outbox to drain after nats returns", || async {

@@ -80,7 +80,7 @@ async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
     let base_url = format!("http://127.0.0.1:{}", orders.port());
     let order_shutdown = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        let _ = orders.run_until_stopped(order_shutdown).await;
+        orders.run_until_stopped(order_shutdown).await.expect("order-service runs and stops cleanly");
     }));
 
     // The test's own client fails over too.
@@ -95,15 +95,19 @@ async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
         .await
         .unwrap();
     let mut stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
-    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(info.config.num_replicas, 3);
+    // The node that leads ORDERS (nodes are named n1, n2, n3 in start order): the one to kill.
+    let leader = info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("ORDERS has a leader");
+    let victim: usize = leader.trim_start_matches('n').parse::<usize>().expect("node name") - 1;
 
-    // Orders flow; a third of the way in, a node dies.
+    // Orders flow; a third of the way in, the stream's leader dies.
     let http = reqwest::Client::new();
     let (mut accepted, mut unavailable, mut accepted_after_kill) = (0u64, 0u64, 0u64);
     let started = Instant::now();
     for n in 0..150 {
         if n == 50 {
-            cluster.nodes[0].kill();
+            cluster.nodes[victim].kill();
         }
         let body = serde_json::json!({ "user_id": format!("u{n}"), "email": "u@example.com", "items": [{ "sku": "A-1", "quantity": 1 }] });
         // A request caught in the failover may fail; the client retries it as a user would.
@@ -126,6 +130,19 @@ async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
         }
     }
     assert_eq!((accepted, accepted_after_kill), (150, 100));
+    // The stream failed over: another node leads it now.
+    eventually(Duration::from_secs(30), "ORDERS to have a new leader", || async {
+        match js.get_stream(names::ORDERS_STREAM).await {
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .ok()
+                .and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone()))
+                .is_some_and(|now| now != leader),
+            Err(_) => false,
+        }
+    })
+    .await;
 
     // Nothing lost, nothing doubled: every accepted order is one created event, one commit, one
     // email, and the audit trail holds every event.

@@ -9,6 +9,18 @@ use uuid::Uuid;
 
 use crate::helpers::{db, messages_in, nats_with_streams};
 
+/// Publishes rounds until one finds nothing to claim; returns how many it published.
+async fn publish_all(relay: &Relay) -> usize {
+    let mut total = 0;
+    loop {
+        let published = relay.publish_pending().await.expect("the relay publishes");
+        if published == 0 {
+            return total;
+        }
+        total += published;
+    }
+}
+
 async fn write_events(db: &switchyard::Db, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for _ in 0..n {
@@ -104,30 +116,7 @@ async fn two_relays_share_one_table_without_doubles(test_db: TestDatabase) {
     let config = RelayConfig { batch_size: 25, ..RelayConfig::default() };
     let a = Relay::new(db.clone(), js.clone(), "relay-a", config.clone());
     let b = Relay::new(db.clone(), js.clone(), "relay-b", config);
-    let (ra, rb) = tokio::join!(
-        async {
-            let mut n = 0;
-            loop {
-                let published = a.publish_pending().await.expect("relay a publishes");
-                if published == 0 {
-                    break;
-                }
-                n += published;
-            }
-            n
-        },
-        async {
-            let mut n = 0;
-            loop {
-                let published = b.publish_pending().await.expect("relay b publishes");
-                if published == 0 {
-                    break;
-                }
-                n += published;
-            }
-            n
-        }
-    );
+    let (ra, rb) = tokio::join!(publish_all(&a), publish_all(&b));
     assert_eq!(ra + rb, 300, "every row published by exactly one relay (a: {ra}, b: {rb})");
     assert_eq!(outbox::sent(&db).await.unwrap(), 300);
     // Not even a publish was repeated: the core subscription saw each message once.
@@ -236,15 +225,7 @@ async fn a_relay_that_dies_mid_round_leaves_its_rows_to_another_after_the_lease_
         switchyard::time::now_unix_millis() > lease_until
     })
     .await;
-    let mut published = 0;
-    loop {
-        let n = b.publish_pending().await.expect("relay b publishes");
-        if n == 0 {
-            break;
-        }
-        published += n;
-    }
-    assert_eq!(published, 30);
+    assert_eq!(publish_all(&b).await, 30);
     assert_eq!(outbox::sent(&db).await.unwrap(), 50);
     assert_eq!(outbox::pending(&db).await.unwrap(), 0);
     assert_eq!(messages_in(&js, "ORDERS").await, 50, "nothing lost, nothing doubled");

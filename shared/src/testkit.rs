@@ -394,6 +394,17 @@ where
     }
 }
 
+/// Waits for a spawned task (a service or consumer told to stop) with a deadline: a stop that
+/// never finishes fails the test after 60 s instead of hanging the suite. Panics, naming `what`,
+/// when the task panicked or did not finish.
+pub async fn joined<T>(task: tokio::task::JoinHandle<T>, what: &str) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), task).await {
+        Ok(Ok(value)) => value,
+        Ok(Err(err)) => panic!("{what}: the task failed: {err}"),
+        Err(_) => panic!("{what}: not finished after 60 s"),
+    }
+}
+
 /// A fresh temporary directory, removed on drop (a data dir for a service under test).
 pub fn temp_dir() -> TempDir {
     tempfile::tempdir().expect("create a temp dir")

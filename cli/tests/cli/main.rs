@@ -289,6 +289,16 @@ async fn up_restarts_a_service_that_dies_when_asked_to() {
     // up notices, reports it on stderr and starts a new one.
     let new_pid = wait_for_new_pid("email-service", &data_dir, email_pid).await;
     assert_ne!(new_pid, email_pid);
+    // ...which is a working email-service: it answers discovery and takes over the durable.
+    switchyard::testkit::eventually(
+        Duration::from_secs(30),
+        "the restarted email-service to answer",
+        || async { up.run(&["health", "--service", "email", "--timeout", "500ms"]).await.1 },
+    )
+    .await;
+    let (demo, ok) = up.run(&["demo", "--orders", "5", "--quiet"]).await;
+    assert!(ok, "{demo}");
+    assert_eq!(number_after(&demo, "consumer email"), number_after(&demo, "accepted"), "{demo}");
     let (_, success) = up.interrupt().await;
     assert!(success);
 }

@@ -65,7 +65,7 @@ async fn a_transient_failure_is_retried_with_backoff_and_then_succeeds() {
     assert_eq!(stats.retried.load(Ordering::SeqCst), 5);
     assert_eq!(stats.dead_lettered.load(Ordering::SeqCst), 0);
     shutdown.trigger();
-    running.await.unwrap().unwrap();
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
 }
 
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn poison_is_dead_lettered_at_once_and_a_failing_message_after_max_deliver
     assert_eq!(dlq::purge(&js).await.unwrap(), 1);
     assert!(dlq::list(&js, 10).await.unwrap().is_empty());
     shutdown.trigger();
-    running.await.unwrap().unwrap();
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
 }
 
 #[tokio::test]
@@ -193,7 +193,7 @@ async fn each_orders_events_are_handled_in_stream_order_while_orders_run_concurr
     }
     assert!(peak.load(Ordering::SeqCst) > 1, "orders ran concurrently");
     shutdown.trigger();
-    running.await.unwrap().unwrap();
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
 }
 
 #[tokio::test]
@@ -219,7 +219,7 @@ async fn stopping_finishes_and_acks_the_message_in_flight() {
     publish(&js, Uuid::new_v4(), event(Uuid::new_v4())).await;
     started.notified().await;
     shutdown.trigger();
-    running.await.unwrap().unwrap();
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
     assert_eq!(stats.acked.load(Ordering::SeqCst), 1, "the in-flight message finished and was acked");
     let mut stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
     let info = stream.consumer_info("slow").await.unwrap();
@@ -295,7 +295,7 @@ async fn a_handler_that_outlasts_ack_wait_keeps_its_message_through_progress_ack
     let stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
     assert_eq!(stream.consumer_info("long").await.unwrap().num_redelivered, 0);
     shutdown.trigger();
-    running.await.unwrap().unwrap();
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
 }
 
 /// Records each event id in the inbox; `"poison": true` can never succeed, `"flaky": true` fails
@@ -369,7 +369,7 @@ async fn group_commit_applies_a_backlog_in_few_transactions_and_isolates_bad_eve
     assert_eq!(letters[0].reason, "poison");
     assert_eq!(letters[0].origin_subject, names::order_event_subject("created", &poison_order.unwrap()));
     shutdown.trigger();
-    running.await.unwrap().unwrap();
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 mod consumer;
 mod fuzz;
 mod helpers;
+mod micro;
 mod migrations;
 mod outbox;
 mod streams;

@@ -87,7 +87,7 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_all_go_out_once_when_i
     let expected: HashSet<String> = ids.iter().map(Uuid::to_string).collect();
     assert_eq!(seen, expected);
     shutdown.trigger();
-    running.await.unwrap();
+    switchyard::testkit::joined(running, "the relay to stop").await;
 }
 
 #[tokio::test]

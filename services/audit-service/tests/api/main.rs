@@ -37,7 +37,7 @@ impl Audit {
     async fn stop(&mut self) {
         self.shutdown.trigger();
         if let Some(task) = self.task.take() {
-            task.await.expect("audit stops");
+            switchyard::testkit::joined(task, "audit-service to stop").await;
         }
     }
 

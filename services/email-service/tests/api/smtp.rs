@@ -61,7 +61,7 @@ async fn confirmations_go_over_smtp_once_per_order_however_often_the_event_arriv
     assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 2);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM emails WHERE transport = 'smtp'").await, 2);
     shutdown.trigger();
-    running.await.unwrap();
+    switchyard::testkit::joined(running, "email-service to stop").await;
 }
 
 #[tokio::test]
@@ -92,7 +92,7 @@ async fn an_smtp_outage_is_retried_until_the_server_is_back() {
     })
     .await;
     shutdown.trigger();
-    running.await.unwrap();
+    switchyard::testkit::joined(running, "email-service to stop").await;
 }
 
 #[tokio::test]
@@ -114,5 +114,5 @@ async fn an_smtp_permanent_error_is_dead_lettered_at_once_and_nothing_is_recorde
     assert_eq!(count(&db, "SELECT COUNT(*) FROM emails").await, 0);
     assert_eq!(events(&js, "events.orders.confirmation_sent.*").await, 0);
     shutdown.trigger();
-    running.await.unwrap();
+    switchyard::testkit::joined(running, "email-service to stop").await;
 }

@@ -22,7 +22,7 @@ impl Instance {
     /// Stops the instance and waits until it has drained.
     pub async fn stop(self) {
         self.shutdown.trigger();
-        self.task.await.expect("inventory task panicked");
+        switchyard::testkit::joined(self.task, "inventory-service to stop").await;
     }
 }
 

@@ -23,7 +23,7 @@ impl Running {
     /// Triggers shutdown and waits for the service to finish.
     pub async fn stop(self) {
         self.shutdown.trigger();
-        self.task.await.expect("service task panicked");
+        switchyard::testkit::joined(self.task, "the service to stop").await;
     }
 }
 

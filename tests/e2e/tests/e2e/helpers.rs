@@ -32,7 +32,7 @@ impl Running {
     /// Stops the service gracefully and waits for it.
     pub async fn stop(self) {
         self.shutdown.trigger();
-        self.task.await.expect("service task panicked");
+        switchyard::testkit::joined(self.task, "the service to stop").await;
     }
 }
 

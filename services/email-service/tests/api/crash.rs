@@ -18,7 +18,7 @@ fn email_service(nats_url: &str, db: &TestDatabase, data_dir: &std::path::Path) 
 }
 
 #[tokio::test]
-async fn a_consumer_killed_mid_batch_gets_its_messages_again_and_each_email_goes_out_once() {
+async fn a_consumer_killed_mid_batch_gets_its_messages_again_and_each_order_is_recorded_and_confirmed_once() {
     let (nats, js) = nats().await;
     const ORDERS: i64 = 400;
     for _ in 0..ORDERS {
@@ -37,6 +37,10 @@ async fn a_consumer_killed_mid_batch_gets_its_messages_again_and_each_email_goes
         count(&db, "SELECT COUNT(*) FROM emails").await >= 10
     })
     .await;
+    // A batch is in flight: delivered to the consumer, not yet acked.
+    let stream = js.get_stream("ORDERS").await.expect("ORDERS");
+    let in_flight = stream.consumer_info("email").await.expect("email durable").num_ack_pending;
+    assert!(in_flight > 0, "messages were in flight at the kill");
     first.kill().expect("SIGKILL email-service");
     first.wait().unwrap();
     let at_kill = count(&db, "SELECT COUNT(*) FROM emails").await;
@@ -51,14 +55,22 @@ async fn a_consumer_killed_mid_batch_gets_its_messages_again_and_each_email_goes
         events(&js, "events.orders.confirmation_sent.*").await == ORDERS as u64
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the second instance has stopped (SIGTERM: it finishes and flushes its outbox), nothing
+    // more can be published: the count is final.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(second.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while second.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "email-service did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(events(&js, "events.orders.confirmation_sent.*").await, ORDERS as u64, "no event doubled");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await, ORDERS);
     let files = std::fs::read_dir(data_dir.join("emails"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "eml"))
         .count();
+    // One file per order (named by order id; a resend after a crash would overwrite it: sending
+    // is at-least-once with a stable Message-ID, the row and the event are exactly once).
     assert_eq!(files as i64, ORDERS, "one .eml per order");
-    second.kill().unwrap();
-    second.wait().unwrap();
 }

@@ -384,3 +384,58 @@ async fn group_commit_on_postgres() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn stopping_naks_every_message_queued_but_not_started_so_it_comes_back_at_once() {
+    let (_nats, _client, js) = nats_with_streams().await;
+    // One lane, a long ack wait: a message that was not returned would come back only after it.
+    let mut queued = spec("queued");
+    queued.concurrency = 1;
+    queued.ack_wait = Duration::from_secs(120);
+    let started = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (signal, hold) = (started.clone(), gate.clone());
+    let consumer = Consumer::new(
+        js.clone(),
+        queued.clone(),
+        handler(move |_delivery| {
+            let (signal, hold) = (signal.clone(), hold.clone());
+            async move {
+                signal.notify_one();
+                hold.acquire().await.expect("gate").forget();
+                Ok(())
+            }
+        }),
+    );
+    let stats = consumer.stats();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(consumer.run(shutdown.clone()));
+    // Ten events of one order: the first is handled, nine wait on its lane.
+    let order = Uuid::new_v4();
+    for _ in 0..10 {
+        publish(&js, order, event(order)).await;
+    }
+    started.notified().await;
+    eventually(Duration::from_secs(30), "all ten delivered to this instance", || async {
+        let stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
+        stream.consumer_info("queued").await.map(|i| i.num_ack_pending == 10).unwrap_or(false)
+    })
+    .await;
+    shutdown.trigger();
+    gate.add_permits(100);
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
+    assert_eq!(stats.acked.load(Ordering::SeqCst), 1, "the message in hand finished and was acked");
+    assert_eq!(stats.returned.load(Ordering::SeqCst), 9, "the nine queued ones were handed back");
+
+    // Another instance gets them at once, long before the ack wait would have returned them.
+    let again = Consumer::new(js.clone(), queued, handler(|_delivery| async { Ok(()) }));
+    let again_stats = again.stats();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(again.run(shutdown.clone()));
+    eventually(Duration::from_secs(30), "the nine returned messages handled", || async {
+        again_stats.acked.load(Ordering::SeqCst) == 9
+    })
+    .await;
+    shutdown.trigger();
+    switchyard::testkit::joined(running, "the consumer to stop").await.unwrap();
+}

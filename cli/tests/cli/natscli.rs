@@ -68,13 +68,14 @@ impl Shell {
         }
     }
 
-    /// Starts `line`, runs `meanwhile`, waits until the output contains `until` (within 30 s),
-    /// then stops it and returns what it printed.
+    /// Starts `line`, waits until its output contains `ready`, runs `meanwhile`, waits until the
+    /// output contains `until` (each within 30 s), then stops it and returns what it printed.
     async fn run_until(
         &self,
         line: &str,
-        until: &str,
+        ready: &str,
         meanwhile: impl std::future::Future<Output = ()>,
+        until: &str,
     ) -> String {
         let mut child = self
             .command(&format!("exec {line}"))
@@ -99,11 +100,15 @@ impl Shell {
                 }
             }));
         }
-        meanwhile.await;
-        let seen = || output.lock().expect("lock").contains(until);
+        let seen = |text: &str| output.lock().expect("lock").contains(text);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !seen() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        while !seen(ready) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        meanwhile.await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !seen(until) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = child.kill().await;
         for reader in readers {
@@ -195,25 +200,29 @@ async fn the_real_nats_cli_works_on_switchyard_up_as_the_readme_says() {
         if line.starts_with("nats sub ") {
             let http = reqwest::Client::new();
             let url = format!("{http_url}/orders");
-            let mut id = String::new();
-            let order = async {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            let id = Arc::new(Mutex::new(String::new()));
+            let placed = id.clone();
+            // Once the CLI says it subscribed, an order is placed; its lifecycle shows up live.
+            let order = async move {
                 let body =
                     serde_json::json!({ "user_id": "u1", "items": [{ "sku": "DEMO-A", "quantity": 1 }] });
                 let created: serde_json::Value =
                     http.post(&url).json(&body).send().await.expect("POST").json().await.expect("order");
-                id = created["id"].as_str().expect("id").to_string();
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                *placed.lock().expect("lock") = created["id"].as_str().expect("id").to_string();
             };
-            let text = shell.run_until(line, "events.orders.created.", order).await;
+            let text = shell.run_until(line, "Subscribing on", order, "events.orders.stock_committed.").await;
+            let id = id.lock().expect("lock").clone();
             assert!(text.contains(&format!("events.orders.created.{id}")), "`{line}`:\n{text}");
         } else if line.starts_with("nats stream view ") {
             // It pages, so it wants a terminal: `script` gives it one.
             let quoted = line.replace('\'', "'\\''");
             let text = shell
-                .run_until(&format!("script -qec '{quoted}' /dev/null"), "Switchyard-Reason: poison", async {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                })
+                .run_until(
+                    &format!("script -qec '{quoted}' /dev/null"),
+                    "",
+                    async {},
+                    "Reached apparent end of data",
+                )
                 .await;
             for consumer in ["audit", "email", "inventory"] {
                 assert!(text.contains(&format!("dlq.ORDERS.{consumer}")), "`{line}`:\n{text}");

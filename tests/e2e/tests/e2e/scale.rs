@@ -38,8 +38,14 @@ async fn two_instances_of_each_consumer_share_the_work_and_apply_each_event_once
             .count(),
         100
     );
-    // Settled: nothing more arrives.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Settled: once every service has stopped (each finishes and flushes what it holds), nothing
+    // more can arrive, and the counts are the same.
+    if let Some(orders) = stack.orders.take() {
+        orders.stop().await;
+    }
+    for service in stack.inventory.drain(..).chain(stack.emails.drain(..)).chain(stack.audits.drain(..)) {
+        service.stop().await;
+    }
     assert_eq!(stack.events("events.orders.stock_committed.*").await, 100);
     assert_eq!(stack.events("events.orders.confirmation_sent.*").await, 100);
 }

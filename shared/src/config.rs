@@ -51,6 +51,11 @@ pub struct StreamArgs {
     /// operator's to provision (`switchyard provision`; `switchyard up` runs it).
     #[arg(long, env = "DECLARE_STREAMS")]
     pub declare_streams: bool,
+
+    /// How long a service keeps looking for its streams at start-up (provisioning not done yet,
+    /// a fresh cluster still electing), retrying with backoff, before it gives up; 0 tries once.
+    #[arg(long, env = "STARTUP_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub startup_timeout: Duration,
 }
 
 impl StreamArgs {
@@ -272,6 +277,7 @@ mod tests {
                 stream_replicas: 1,
                 duplicate_window: Duration::from_secs(60),
                 declare_streams: false,
+                startup_timeout: Duration::ZERO,
             },
         };
         assert_eq!(args.database_url_for("inventory"), "sqlite:///tmp/sy/inventory.db?mode=rwc");

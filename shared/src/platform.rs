@@ -69,10 +69,29 @@ impl Platform {
         let client = crate::nats::connect(&common.nats, service, &instance).await?;
         let js = jetstream::new(client.clone());
         let settings = common.streams.settings();
-        if common.streams.declare_streams {
-            crate::streams::ensure_streams(&js, &settings).await?;
-        } else {
-            crate::streams::verify_streams(&js, &settings).await?;
+        // Until the start-up deadline, a missing stream or an unanswered JetStream request is
+        // waited for (provisioning may run beside this start, a cluster may still elect); a
+        // stream of another shape is an error at once.
+        let deadline = tokio::time::Instant::now() + common.streams.startup_timeout;
+        let mut attempt = 0;
+        loop {
+            let result = if common.streams.declare_streams {
+                crate::streams::ensure_streams(&js, &settings).await
+            } else {
+                crate::streams::verify_streams(&js, &settings).await
+            };
+            match result {
+                Ok(()) => break,
+                Err(err @ (StreamError::Missing { .. } | StreamError::JetStream { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    let delay = crate::nats::reconnect_delay(attempt + 3);
+                    tracing::warn!(error = %err, retry_in = ?delay, "waiting for the streams");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err.into()),
+            }
         }
         Ok(Platform { service: service.to_string(), instance, db, client, js })
     }

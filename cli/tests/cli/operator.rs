@@ -339,12 +339,28 @@ async fn provision_declares_the_streams_as_ops_and_services_only_verify_them() {
             run(&service_binary("inventory-service"), &args, &[]).await
         }
     };
-    let refused = inventory(&[]).await;
+    let refused = inventory(&["--startup-timeout", "0s"]).await;
     assert_user_error(&refused, "stream ORDERS does not exist");
     assert!(refused.stderr.contains("switchyard provision"), "{}", refused.stderr);
     // ...not even when told to declare them: its user may not.
-    let denied = inventory(&["--declare-streams"]).await;
+    let denied = inventory(&["--declare-streams", "--startup-timeout", "0s"]).await;
     assert_eq!(denied.code, Some(1), "{}", denied.stderr);
+
+    // One started before provisioning waits for the streams (up to --startup-timeout)...
+    let log = dir.path().join("inventory.log");
+    let mut early = Command::new(service_binary("inventory-service"))
+        .args(["--nats-url", &url, "--nats-user", "inventory", "--nats-password", "dev-inventory"])
+        .args(["--data-dir", &data, "--database-url", "sqlite::memory:", "--startup-timeout", "120s"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start inventory-service");
+    eventually(Duration::from_secs(30), "inventory-service to wait for the streams", || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("waiting for the streams")
+    })
+    .await;
 
     // The operator provisions (as ops), once and again.
     let first = run(&switchyard(), &["provision", "--nats-url", &url, "--data-dir", &data], &[]).await;
@@ -358,6 +374,20 @@ async fn provision_declares_the_streams_as_ops_and_services_only_verify_them() {
     }
     let again = run(&switchyard(), &["provision", "--nats-url", &url, "--data-dir", &data], &[]).await;
     assert_eq!(again.stdout.lines().filter(|l| l.ends_with(": up to date")).count(), 3, "{}", again.stdout);
+    // ...and, the streams there, it starts and answers.
+    eventually(Duration::from_secs(60), "the early inventory-service to answer", || async {
+        run(
+            &switchyard(),
+            &["health", "--service", "inventory", "--nats-url", &url, "--timeout", "500ms"],
+            &[],
+        )
+        .await
+        .code
+            == Some(0)
+    })
+    .await;
+    assert!(early.try_wait().expect("wait").is_none(), "it is still running");
+    let _ = early.kill().await;
     // Another user may read the streams but not change them.
     let mut args = vec!["provision", "--nats-url", &url, "--data-dir", &data, "--duplicate-window", "1m"];
     args.extend(["--nats-user", "email", "--nats-password", "dev-email"]);

@@ -138,23 +138,14 @@ impl StackArgs {
 
     /// Where the stack is said to be, for messages: the URL, and how it was found.
     pub fn origin(&self) -> String {
-        let mut nats = self.nats();
-        nats.nats_url =
-            nats.nats_url.split(',').map(|u| switchyard::db::redact(u.trim())).collect::<Vec<_>>().join(",");
+        let url = switchyard::nats::redact_urls(&self.nats().nats_url);
+        let state_file = self.data_dir.join(STATE_FILE);
         if self.nats_url.is_some() {
-            nats.nats_url
+            url
         } else if self.state().is_some() {
-            format!(
-                "{} (recorded by switchyard up in {})",
-                nats.nats_url,
-                self.data_dir.join(STATE_FILE).display()
-            )
+            format!("{url} (recorded by switchyard up in {})", state_file.display())
         } else {
-            format!(
-                "{} (the default: no {} says where a stack runs)",
-                nats.nats_url,
-                self.data_dir.join(STATE_FILE).display()
-            )
+            format!("{url} (the default: no {} says where a stack runs)", state_file.display())
         }
     }
 

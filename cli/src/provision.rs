@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use switchyard::config::StreamShapeArgs;
 use switchyard::streams::{self, StreamSettings};
 
 use crate::connect::StackArgs;
@@ -17,27 +18,21 @@ pub struct ProvisionArgs {
     #[command(flatten)]
     pub stack: StackArgs,
 
-    /// Replicas of the ORDERS, DLQ and REPLAY streams: 1 on one machine, 3 on a cluster.
-    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub stream_replicas: u8,
-
-    /// Window in which the ORDERS stream drops a repeated event id; covers the outbox relay's retries.
-    #[arg(long, env = "DUPLICATE_WINDOW", value_parser = switchyard::config::parse_duration, default_value = "15m")]
-    pub duplicate_window: Duration,
+    #[command(flatten)]
+    pub shape: StreamShapeArgs,
 }
 
-impl ProvisionArgs {
-    fn settings(&self) -> StreamSettings {
-        StreamSettings {
-            replicas: usize::from(self.stream_replicas),
-            duplicate_window: self.duplicate_window,
-            ..Default::default()
-        }
-    }
+/// Connects to the stack (as `ops` unless told otherwise), declares every stream and returns one
+/// line per stream.
+pub async fn provision(stack: &StackArgs, settings: &StreamSettings) -> anyhow::Result<Vec<String>> {
+    let client = stack.connect("provision").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let result = declare_all(&js, settings).await;
+    switchyard::nats::drain(&client, Duration::from_secs(2)).await;
+    result
 }
 
-/// Declares every stream with `js`; returns one line per stream.
-pub async fn provision(
+async fn declare_all(
     js: &async_nats::jetstream::Context,
     settings: &StreamSettings,
 ) -> anyhow::Result<Vec<String>> {
@@ -55,11 +50,7 @@ pub async fn provision(
 
 /// Runs `provision`.
 pub async fn run(args: &ProvisionArgs) -> anyhow::Result<()> {
-    let client = args.stack.connect("provision").await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let result = provision(&js, &args.settings()).await;
-    switchyard::nats::drain(&client, Duration::from_secs(2)).await;
-    for line in result? {
+    for line in provision(&args.stack, &args.shape.settings()).await? {
         println!("{line}");
     }
     Ok(())

@@ -320,8 +320,9 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
     };
     // The operator's step: the streams, declared as ops (the services only verify them).
+    let settings = switchyard::streams::StreamSettings::default();
     let provisioned = tokio::select! {
-        result = provision_streams(&stack) => result,
+        result = crate::provision::provision(&stack, &settings) => result.map(|_| ()),
         signal = signals.recv() => Err(anyhow::anyhow!("{signal} during start-up; stopped")),
     };
     if let Err(err) = provisioned {
@@ -425,15 +426,6 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(data_dir.join(crate::connect::STATE_FILE));
     println!("stopped");
     Ok(())
-}
-
-/// Declares the streams as ops.
-async fn provision_streams(stack: &StackArgs) -> anyhow::Result<()> {
-    let client = stack.connect("provision").await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let result = crate::provision::provision(&js, &switchyard::streams::StreamSettings::default()).await;
-    switchyard::nats::drain(&client, Duration::from_secs(2)).await;
-    result.map(|_| ())
 }
 
 /// Stops the services in reverse start order (order-service first: HTTP drains, its outbox

@@ -35,9 +35,10 @@ pub struct CommonArgs {
     pub streams: StreamArgs,
 }
 
-/// How the JetStream streams are declared.
+/// The shape of the JetStream streams: what `switchyard provision` declares and a service
+/// expects.
 #[derive(Debug, Clone, Args)]
-pub struct StreamArgs {
+pub struct StreamShapeArgs {
     /// Replicas of the ORDERS, DLQ and REPLAY streams: 1 on one machine, 3 on a cluster.
     #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
@@ -45,6 +46,24 @@ pub struct StreamArgs {
     /// Window in which the ORDERS stream drops a repeated event id; covers the outbox relay's retries.
     #[arg(long, env = "DUPLICATE_WINDOW", value_parser = parse_duration, default_value = "15m")]
     pub duplicate_window: Duration,
+}
+
+impl StreamShapeArgs {
+    /// The stream settings these flags describe.
+    pub fn settings(&self) -> crate::streams::StreamSettings {
+        crate::streams::StreamSettings {
+            replicas: usize::from(self.stream_replicas),
+            duplicate_window: self.duplicate_window,
+            ..Default::default()
+        }
+    }
+}
+
+/// How a service finds its JetStream streams at start-up.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub shape: StreamShapeArgs,
 
     /// Create (or update) the streams at start-up, where this NATS user may (development, a
     /// server without authorization). By default a service only verifies them: streams are an
@@ -61,11 +80,7 @@ pub struct StreamArgs {
 impl StreamArgs {
     /// The stream settings these flags describe.
     pub fn settings(&self) -> crate::streams::StreamSettings {
-        crate::streams::StreamSettings {
-            replicas: usize::from(self.stream_replicas),
-            duplicate_window: self.duplicate_window,
-            ..Default::default()
-        }
+        self.shape.settings()
     }
 }
 
@@ -274,8 +289,7 @@ mod tests {
             log_format: LogFormat::Text,
             instance_id: None,
             streams: StreamArgs {
-                stream_replicas: 1,
-                duplicate_window: Duration::from_secs(60),
+                shape: StreamShapeArgs { stream_replicas: 1, duplicate_window: Duration::from_secs(60) },
                 declare_streams: false,
                 startup_timeout: Duration::ZERO,
             },

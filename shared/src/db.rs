@@ -127,11 +127,6 @@ impl Db {
         self
     }
 
-    /// The lock file this pool holds, if it was given one.
-    pub fn lock_file(&self) -> Option<&Path> {
-        self.owner.as_deref().map(crate::ownership::Ownership::path)
-    }
-
     /// Opens the database at `url` (creating a SQLite file and its directory when missing) and
     /// runs the migrations for its backend.
     pub async fn connect(url: &str, migrations: &Migrations) -> Result<Db, DbError> {

@@ -80,9 +80,16 @@ pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<C
         });
     // A comma-separated list names the nodes of a cluster; the client fails over between them.
     let urls: Vec<&str> = args.nats_url.split(',').map(str::trim).filter(|url| !url.is_empty()).collect();
-    // A URL may carry a password (nats://user:pass@host): errors name it without.
-    let url = args.nats_url.split(',').map(|u| crate::db::redact(u.trim())).collect::<Vec<_>>().join(",");
-    options.connect(urls).await.map_err(|source| ConnectError::Connect { url, source })
+    options
+        .connect(urls)
+        .await
+        .map_err(|source| ConnectError::Connect { url: redact_urls(&args.nats_url), source })
+}
+
+/// A comma-separated URL list with every password replaced by `***` (a URL may carry one:
+/// `nats://user:pass@host`), for messages.
+pub fn redact_urls(urls: &str) -> String {
+    urls.split(',').map(|url| crate::db::redact(url.trim())).collect::<Vec<_>>().join(",")
 }
 
 /// Drains a client: pending subscriptions deliver what they hold, then the connection closes.

@@ -1,6 +1,8 @@
 //! What every service opens at start-up, in one call: its database (migrated), its NATS
 //! connection, JetStream, and the declared streams.
 
+use std::sync::Arc;
+
 use async_nats::jetstream;
 
 use crate::config::CommonArgs;
@@ -8,8 +10,6 @@ use crate::db::{Db, DbError, Migrations};
 use crate::nats::ConnectError;
 use crate::outbox::{Relay, RelayConfig};
 use crate::ownership::{Ownership, OwnershipError};
-use std::sync::Arc;
-
 use crate::streams::StreamError;
 
 /// Why a service could not open its connections.

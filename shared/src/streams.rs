@@ -2,9 +2,11 @@
 //!
 //! `ORDERS` holds every order event (file storage, `events.orders.>`); `DLQ` holds dead letters
 //! (`dlq.>`); `REPLAY` holds dead letters replayed to the one consumer that failed them
-//! (`replay.>`, see [`crate::dlq`]). A service that finds a stream already there compares its configuration: equal is fine;
-//! a difference in what may change (limits, replicas, duplicate window) is logged and updated on
-//! purpose; a difference that cannot change in place (storage, subjects) is an error that names it.
+//! (`replay.>`, see [`crate::dlq`]). Declaring a stream that is already there compares its
+//! configuration: equal is fine; a difference in what may change (limits, replicas, duplicate
+//! window) is logged and updated on purpose; a difference that cannot change in place (storage,
+//! subjects) is an error that names it. Services only verify the streams; `switchyard provision`
+//! declares them.
 
 use std::time::Duration;
 
@@ -183,22 +185,17 @@ fn is_not_found(err: &jetstream::context::GetStreamError) -> bool {
 /// Compares an existing stream with the wanted one: `Err` when they cannot be reconciled in
 /// place, `Ok(true)` when limits differ (and an update would change them).
 fn compare(have: &stream::Config, wanted: &stream::Config) -> Result<bool, StreamError> {
-    let name = wanted.name.clone();
+    let conflict = |field: &'static str, existing: String, wanted_value: String| StreamError::Conflict {
+        stream: wanted.name.clone(),
+        field,
+        existing,
+        wanted: wanted_value,
+    };
     if have.storage != wanted.storage {
-        return Err(StreamError::Conflict {
-            stream: name,
-            field: "storage",
-            existing: format!("{:?}", have.storage),
-            wanted: format!("{:?}", wanted.storage),
-        });
+        return Err(conflict("storage", format!("{:?}", have.storage), format!("{:?}", wanted.storage)));
     }
     if have.subjects != wanted.subjects {
-        return Err(StreamError::Conflict {
-            stream: name,
-            field: "subjects",
-            existing: format!("{:?}", have.subjects),
-            wanted: format!("{:?}", wanted.subjects),
-        });
+        return Err(conflict("subjects", format!("{:?}", have.subjects), format!("{:?}", wanted.subjects)));
     }
     Ok(have.num_replicas != wanted.num_replicas
         || have.duplicate_window != wanted.duplicate_window

@@ -5,10 +5,51 @@ use clap::Parser;
 use switchyard::testkit::{NatsCluster, TestDatabase, count, eventually, try_count, try_subject_count};
 use switchyard::{Shutdown, names};
 
+/// Which node of the cluster dies mid-run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Victim {
+    /// The node that leads the `ORDERS` stream: the stream must elect another leader.
+    StreamLeader,
+    /// The node order-service is connected to: order-service must reconnect to another node.
+    OrderServiceNode,
+}
+
 /// The compose topology without Docker: three clustered nodes, `ORDERS` at three replicas, every
-/// service given all three URLs. One node dies mid-run; orders keep flowing and nothing is lost.
+/// service given all three URLs. The stream's leader dies mid-run; the stream fails over, orders
+/// keep flowing and nothing is lost.
 #[tokio::test]
-async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
+async fn the_stack_survives_losing_the_stream_leader_of_a_three_node_cluster() {
+    survive_losing(Victim::StreamLeader).await;
+}
+
+/// As above, but the node that dies is the one order-service is connected to: order-service
+/// reconnects to a survivor and orders keep flowing.
+#[tokio::test]
+async fn the_stack_survives_losing_the_node_order_service_is_connected_to() {
+    survive_losing(Victim::OrderServiceNode).await;
+}
+
+/// The nodes (by index) that have a client connection whose name starts with `prefix`, read from
+/// each live node's `/connz`.
+async fn nodes_serving(cluster: &NatsCluster, prefix: &str, skip: Option<usize>) -> Vec<usize> {
+    let http = reqwest::Client::new();
+    let mut found = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
+        let Some(monitor) = node.monitor_url() else { continue };
+        let Ok(response) = http.get(format!("{monitor}/connz?limit=1024")).send().await else { continue };
+        let Ok(connz) = response.json::<serde_json::Value>().await else { continue };
+        let names = connz["connections"].as_array().cloned().unwrap_or_default();
+        if names.iter().any(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix))) {
+            found.push(i);
+        }
+    }
+    found
+}
+
+async fn survive_losing(victim_kind: Victim) {
     switchyard::telemetry::init(switchyard::config::LogFormat::Text);
     let mut cluster = NatsCluster::start(3, "");
     let urls = cluster.urls();
@@ -97,11 +138,19 @@ async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
     let mut stream = js.get_stream(names::ORDERS_STREAM).await.unwrap();
     let info = stream.info().await.unwrap().clone();
     assert_eq!(info.config.num_replicas, 3);
-    // The node that leads ORDERS (nodes are named n1, n2, n3 in start order): the one to kill.
+    // The node that leads ORDERS (nodes are named n1, n2, n3 in start order).
     let leader = info.cluster.as_ref().and_then(|c| c.leader.clone()).expect("ORDERS has a leader");
-    let victim: usize = leader.trim_start_matches('n').parse::<usize>().expect("node name") - 1;
+    let leader_node: usize = leader.trim_start_matches('n').parse::<usize>().expect("node name") - 1;
+    let victim = match victim_kind {
+        Victim::StreamLeader => leader_node,
+        Victim::OrderServiceNode => {
+            let serving = nodes_serving(&cluster, "orders-", None).await;
+            assert_eq!(serving.len(), 1, "order-service has one connection, on one node: {serving:?}");
+            serving[0]
+        }
+    };
 
-    // Orders flow; a third of the way in, the stream's leader dies.
+    // Orders flow; a third of the way in, the victim dies.
     let http = reqwest::Client::new();
     let (mut accepted, mut unavailable, mut accepted_after_kill) = (0u64, 0u64, 0u64);
     let started = Instant::now();
@@ -130,19 +179,27 @@ async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
         }
     }
     assert_eq!((accepted, accepted_after_kill), (150, 100));
-    // The stream failed over: another node leads it now.
-    eventually(Duration::from_secs(30), "ORDERS to have a new leader", || async {
-        match js.get_stream(names::ORDERS_STREAM).await {
-            Ok(mut stream) => stream
-                .info()
-                .await
-                .ok()
-                .and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone()))
-                .is_some_and(|now| now != leader),
-            Err(_) => false,
-        }
-    })
-    .await;
+    if victim_kind == Victim::OrderServiceNode {
+        // order-service moved: its connection is on a survivor now.
+        let moved = nodes_serving(&cluster, "orders-", Some(victim)).await;
+        assert_eq!(moved.len(), 1, "order-service reconnected to one surviving node: {moved:?}");
+        assert_ne!(moved[0], victim);
+    }
+    if victim == leader_node {
+        // The stream failed over: another node leads it now.
+        eventually(Duration::from_secs(30), "ORDERS to have a new leader", || async {
+            match js.get_stream(names::ORDERS_STREAM).await {
+                Ok(mut stream) => stream
+                    .info()
+                    .await
+                    .ok()
+                    .and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone()))
+                    .is_some_and(|now| now != leader),
+                Err(_) => false,
+            }
+        })
+        .await;
+    }
 
     // Nothing lost, nothing doubled: every accepted order is one created event, one commit, one
     // email, and the audit trail holds every event.
@@ -161,8 +218,9 @@ async fn the_stack_survives_losing_a_node_of_a_three_node_cluster() {
     );
     assert_eq!(count(orders_db.url(), "SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").await, 0);
     println!(
-        "cluster run: 150 orders accepted ({unavailable} retried during the failover) in {:?}; \
+        "cluster run ({victim_kind:?}, n{} killed, {leader} led ORDERS): 150 orders accepted ({unavailable} retried during the failover) in {:?}; \
          450 events, 150 commits, 150 emails, 450 audit rows",
+        victim + 1,
         started.elapsed()
     );
     shutdown.trigger();

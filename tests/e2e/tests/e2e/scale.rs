@@ -38,6 +38,14 @@ async fn two_instances_of_each_consumer_share_the_work_and_apply_each_event_once
             .count(),
         100
     );
+    // The work was shared: the broker delivered a fair part of the events to each instance of
+    // each consumer (100 events per consumer; a pull loop's idle status messages are a handful).
+    for service in ["inventory", "email", "audit"] {
+        let split = stack.inbox_deliveries(service).await;
+        assert_eq!(split.len(), 2, "two {service} connections: {split:?}");
+        assert!(split.iter().all(|&n| n >= 15), "each {service} instance got its share: {split:?}");
+        println!("{service}: deliveries per instance {split:?}");
+    }
     // Settled: once every service has stopped (each finishes and flushes what it holds), nothing
     // more can arrive, and the counts are the same.
     if let Some(orders) = stack.orders.take() {

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use contracts::names;
+use contracts::{Item, OrderCreated, ReserveRequest, RestockRequest};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use switchyard::contracts::{Item, OrderCreated, ReserveRequest, RestockRequest};
+use switchyard::Shutdown;
 use switchyard::db::{Db, sqlite_path};
 use switchyard::outbox::{OutboxEvent, Relay, RelayConfig, new_traceparent};
 use switchyard::testkit::{NatsServer, TestDatabase, temp_dir};
-use switchyard::{Shutdown, names};
 use uuid::Uuid;
 
 /// How fast one consumer applied the backlog.
@@ -62,7 +63,12 @@ fn created(order_id: Uuid, n: usize) -> OrderCreated {
 pub async fn run(events: usize) -> anyhow::Result<EventsReport> {
     let nats = NatsServer::start();
     let js = async_nats::jetstream::new(nats.client().await);
-    switchyard::streams::ensure_streams(&js, &switchyard::streams::StreamSettings::default()).await?;
+    switchyard::streams::ensure_streams(
+        &js,
+        contracts::streams::ALL,
+        &switchyard::streams::StreamSettings::default(),
+    )
+    .await?;
 
     // The inventory holds a reservation for every order, as after POST /orders.
     let inventory_file = TestDatabase::sqlite();

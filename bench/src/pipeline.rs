@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_nats::jetstream::{self, consumer::pull};
+use contracts::names;
+use contracts::{RestockReply, RestockRequest};
 use futures_util::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 use switchyard::client::RequestClient;
-use switchyard::contracts::{RestockReply, RestockRequest};
-use switchyard::names;
 use switchyard::testkit::{NatsServer, free_port, temp_dir};
 use tokio::process::{Child, Command};
 use uuid::Uuid;

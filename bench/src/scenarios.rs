@@ -8,15 +8,16 @@ use anyhow::Context;
 use axum::Json;
 use axum::extract::State;
 use bytes::Bytes;
+use contracts::names;
+use contracts::{CheckReply, CheckRequest, Item, RestockRequest};
 use futures_util::StreamExt;
 use serde::Serialize;
+use switchyard::Shutdown;
 use switchyard::breaker::{Breaker, BreakerConfig};
 use switchyard::client::RequestClient;
-use switchyard::contracts::{CheckReply, CheckRequest, Item, RestockRequest};
 use switchyard::db::Db;
 use switchyard::outbox::{Relay, RelayConfig};
 use switchyard::testkit::{NatsServer, TestDatabase};
-use switchyard::{Shutdown, names};
 
 use crate::load::{Sample, drive, median, peak_rss_kb};
 use crate::{Config, Section};
@@ -519,7 +520,12 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
     }
     let client = nats.client().await;
     let js = async_nats::jetstream::new(client.clone());
-    switchyard::streams::ensure_streams(&js, &switchyard::streams::StreamSettings::default()).await?;
+    switchyard::streams::ensure_streams(
+        &js,
+        contracts::streams::ALL,
+        &switchyard::streams::StreamSettings::default(),
+    )
+    .await?;
     let relay = Relay::new(db.clone(), js.clone(), "monolith", RelayConfig::default());
     let shutdown = Shutdown::new();
     let relay_task = tokio::spawn(relay.clone().run(shutdown.clone()));

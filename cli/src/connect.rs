@@ -75,7 +75,7 @@ pub struct StackArgs {
 }
 
 /// The development default of each password nats.conf reads from the environment.
-pub const DEV_PASSWORDS: [(&str, &str); 7] = [
+pub const DEV_PASSWORDS: [(&str, &str); 8] = [
     ("INVENTORY_PASSWORD", "dev-inventory"),
     ("ORDERS_PASSWORD", "dev-orders"),
     ("EMAIL_PASSWORD", "dev-email"),
@@ -83,6 +83,7 @@ pub const DEV_PASSWORDS: [(&str, &str); 7] = [
     ("OPS_PASSWORD", "dev-ops"),
     ("SYS_PASSWORD", "dev-sys"),
     ("PARTNER_PASSWORD", "dev-partner"),
+    ("LOYALTY_PASSWORD", "dev-loyalty"),
 ];
 
 /// The password for `variable`: the environment's, or the development default.
@@ -181,7 +182,7 @@ impl StackArgs {
              stream. Start one with `switchyard up`, or point at one with --data-dir (of a running \
              `switchyard up`) or --nats-url",
             self.origin(),
-            switchyard::names::ORDERS_STREAM
+            contracts::names::ORDERS_STREAM
         )
     }
 }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use contracts::names;
+use contracts::{RestockReply, RestockRequest};
 use serde_json::json;
 use switchyard::client::RequestClient;
-use switchyard::contracts::{RestockReply, RestockRequest};
-use switchyard::names;
 
 use crate::connect::StackArgs;
 

@@ -64,7 +64,7 @@ pub async fn run(args: &DlqArgs) -> anyhow::Result<()> {
     }
     let client = args.stack.connect("dlq").await?;
     let js = async_nats::jetstream::new(client.clone());
-    let result = match js.get_stream(switchyard::names::DLQ_STREAM).await {
+    let result = match js.get_stream(contracts::names::DLQ_STREAM).await {
         Ok(_) => run_command(&js, &args.command).await,
         Err(_) => Err(args.stack.no_stack_error()),
     };

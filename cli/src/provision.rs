@@ -37,7 +37,7 @@ async fn declare_all(
     settings: &StreamSettings,
 ) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
-    for config in streams::stream_configs(settings) {
+    for config in streams::stream_configs(contracts::streams::ALL, settings) {
         let name = config.name.clone();
         let subjects = config.subjects.join(",");
         let declared = streams::ensure(js, config)

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use contracts::names;
 use futures_util::StreamExt;
 use serde::Serialize;
 use switchyard::micro::{InfoResponse, StatsResponse};
-use switchyard::names;
 
 use crate::connect::StackArgs;
 

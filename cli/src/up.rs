@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use contracts::names;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use switchyard::names;
 use tokio::process::{Child, Command};
 
 use crate::connect::{DEV_PASSWORDS, OPS_USER, StackArgs, State, password};
@@ -468,7 +468,9 @@ async fn wait_ready(stack: &StackArgs, http_url: &str, services: &mut [Service])
             }
         }
         let mut ready = true;
-        for name in [names::INVENTORY_SERVICE, names::ORDERS_SERVICE, names::AUDIT_SERVICE, "email"] {
+        for name in
+            [names::INVENTORY_SERVICE, names::ORDERS_SERVICE, names::AUDIT_SERVICE, names::EMAIL_SERVICE]
+        {
             let ping = client.request(format!("$SRV.PING.{name}"), "".into());
             ready &= matches!(tokio::time::timeout(Duration::from_millis(500), ping).await, Ok(Ok(_)));
         }

@@ -59,7 +59,7 @@ fn assert_user_error(ran: &Ran, contains: &str) {
 /// A nats-server running the repo's nats.conf with `switchyard up`'s development passwords.
 fn secure_nats() -> NatsServer {
     let mut builder = NatsServer::builder().config(workspace_root().join("nats.conf"));
-    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS", "PARTNER"] {
+    for user in ["INVENTORY", "ORDERS", "EMAIL", "AUDIT", "OPS", "SYS", "PARTNER", "LOYALTY"] {
         builder = builder.env(format!("{user}_PASSWORD"), format!("dev-{}", user.to_lowercase()));
     }
     builder.start()

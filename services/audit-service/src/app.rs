@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use contracts::HistoryRequest;
+use contracts::names;
 use switchyard::config::{CommonArgs, ConsumerArgs};
 use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec};
-use switchyard::contracts::HistoryRequest;
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
-use switchyard::names;
 use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
 use time::OffsetDateTime;
@@ -78,7 +78,13 @@ pub struct App {
 impl App {
     /// Connects, migrates, declares the streams, binds the consumer and starts `audit.history`.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let platform = Platform::connect(&config.common, names::AUDIT_SERVICE, &crate::MIGRATIONS).await?;
+        let platform = Platform::connect(
+            &config.common,
+            names::AUDIT_SERVICE,
+            &crate::MIGRATIONS,
+            contracts::streams::ALL,
+        )
+        .await?;
         let (instance, db, client, js) = (platform.instance, platform.db, platform.client, platform.js);
         let trail = Trail::new(db.clone());
         let consumer =

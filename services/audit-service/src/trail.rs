@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use contracts::names;
+use contracts::{AuditedEvent, EventIds, HistoryReply};
 use futures_util::StreamExt;
 use sqlx::AnyConnection;
 use sqlx::Row;
 use switchyard::consumer::{Apply, ApplyFuture, Delivery, HandleError};
-use switchyard::contracts::{AuditedEvent, EventIds, HistoryReply};
 use switchyard::db::Db;
-use switchyard::names;
 use time::OffsetDateTime;
 use uuid::Uuid;
 

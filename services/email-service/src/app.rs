@@ -3,17 +3,17 @@
 use std::time::Duration;
 
 use clap::Parser;
+use contracts::OrderCreated;
+use contracts::names::{self, order_event};
 use lettre::message::Mailbox;
 use sqlx::AnyConnection;
 use switchyard::config::{CommonArgs, ConsumerArgs};
 use switchyard::consumer::{
     Apply, ApplyFuture, Consumer, ConsumerError, ConsumerSpec, Delivery, HandleError,
 };
-use switchyard::contracts::OrderCreated;
 use switchyard::db::Db;
 use switchyard::micro::{ServiceHandle, ServiceSpec};
-use switchyard::names::{self, order_event};
-use switchyard::outbox::{self, OutboxEvent, Relay, RelayWaker, TRACEPARENT};
+use switchyard::outbox::{self, Relay, RelayWaker, TRACEPARENT};
 use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
 use switchyard::{inbox, time};
@@ -105,7 +105,7 @@ impl Emailer {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
-            let event = OutboxEvent::lifecycle(
+            let event = contracts::OrderLifecycle::event(
                 order_event::CONFIRMATION_SENT,
                 order.order_id,
                 format!("confirmation sent to {to}"),
@@ -150,7 +150,13 @@ pub struct App {
 impl App {
     /// Connects, migrates, declares the streams and binds the consumer.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let platform = Platform::connect(&config.common, "email", &crate::MIGRATIONS).await?;
+        let platform = Platform::connect(
+            &config.common,
+            names::EMAIL_SERVICE,
+            &crate::MIGRATIONS,
+            contracts::streams::ALL,
+        )
+        .await?;
         let (instance, db, client, js) =
             (platform.instance.clone(), platform.db.clone(), platform.client.clone(), platform.js.clone());
         // An empty SMTP_URL (as compose passes when it is unset) means files, like no flag.
@@ -168,7 +174,7 @@ impl App {
         );
         consumer.bind().await?;
         // No request endpoints, but discoverable like every service (`nats micro ls`, health checks).
-        let service = ServiceSpec::new("email", env!("CARGO_PKG_VERSION"))
+        let service = ServiceSpec::new(names::EMAIL_SERVICE, env!("CARGO_PKG_VERSION"))
             .description("Order confirmation emails (consumer `email`)")
             .start(client.clone())
             .await?;

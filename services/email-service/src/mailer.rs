@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
+use contracts::OrderCreated;
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use switchyard::consumer::HandleError;
-use switchyard::contracts::OrderCreated;
 
 /// Where emails go.
 #[derive(Clone)]

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use clap::Parser;
+use contracts::names;
+use contracts::{CheckRequest, ReleaseRequest, ReserveRequest, RestockRequest, StockRequest};
 use switchyard::config::{CommonArgs, ConsumerArgs, parse_duration};
 use switchyard::consumer::{Consumer, ConsumerError};
-use switchyard::contracts::{CheckRequest, ReleaseRequest, ReserveRequest, RestockRequest, StockRequest};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
-use switchyard::names;
 use switchyard::outbox::Relay;
 use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
@@ -65,8 +65,13 @@ impl App {
     /// Connects to NATS and the database, migrates, declares the streams, binds the consumer and
     /// starts serving `inventory.*`.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let platform =
-            Platform::connect(&config.common, names::INVENTORY_SERVICE, &crate::MIGRATIONS).await?;
+        let platform = Platform::connect(
+            &config.common,
+            names::INVENTORY_SERVICE,
+            &crate::MIGRATIONS,
+            contracts::streams::ALL,
+        )
+        .await?;
         let (client, js, relay) = (platform.client.clone(), platform.js.clone(), platform.relay());
         let inventory = Inventory::new(platform.db.clone(), config.reservation_ttl).with_relay(relay.waker());
         let consumer = Consumer::batched(

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use contracts::names::{self, order_event};
+use contracts::{OrderCancelled, OrderCreated};
 use sqlx::AnyConnection;
 use switchyard::consumer::{Apply, ApplyFuture, ConsumerSpec, Delivery, HandleError};
-use switchyard::contracts::{OrderCancelled, OrderCreated};
-use switchyard::names::{self, order_event};
-use switchyard::outbox::{self, OutboxEvent, TRACEPARENT};
+use switchyard::outbox::{self, TRACEPARENT};
 use switchyard::shutdown::Shutdown;
 use switchyard::{inbox, time};
 use uuid::Uuid;
@@ -80,7 +80,8 @@ async fn commit(
             set_status(tx, &order_id, status::COMMITTED).await?;
             let units: i64 = lines.iter().map(|(_, q)| q).sum();
             let detail = format!("{units} units of {} SKUs left the shelf", lines.len());
-            let event = OutboxEvent::lifecycle(order_event::STOCK_COMMITTED, event.order_id, detail, trace);
+            let event =
+                contracts::OrderLifecycle::event(order_event::STOCK_COMMITTED, event.order_id, detail, trace);
             outbox::enqueue(tx, &event).await?;
         }
         Some(status::COMMITTED) => {}
@@ -119,7 +120,8 @@ async fn cancel(
             }
             set_status(tx, &order_id, status::RELEASED).await?;
             let detail = format!("cancelled after commit, stock returned to the shelf: {}", event.reason);
-            let event = OutboxEvent::lifecycle(order_event::STOCK_RELEASED, event.order_id, detail, trace);
+            let event =
+                contracts::OrderLifecycle::event(order_event::STOCK_RELEASED, event.order_id, detail, trace);
             outbox::enqueue(tx, &event).await?;
         }
         Some(_) => {}

@@ -8,15 +8,15 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
-use switchyard::contracts::{
+use contracts::names::order_event;
+use contracts::{
     CheckReply, CheckRequest, Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, RestockReply,
     RestockRequest, StockLevel, StockReply, StockRequest,
 };
+use sqlx::Row;
 use switchyard::db::{Db, is_unique_violation};
 use switchyard::micro::ServiceError;
-use switchyard::names::order_event;
-use switchyard::outbox::{self, OutboxEvent, RelayWaker};
+use switchyard::outbox::{self, RelayWaker};
 use switchyard::time::{now_rfc3339, now_unix_millis};
 use uuid::Uuid;
 
@@ -326,6 +326,7 @@ pub(crate) async fn release_reserved(
             .await?;
     }
     set_status(conn, &id, status::RELEASED).await?;
-    let event = OutboxEvent::lifecycle(order_event::STOCK_RELEASED, order_id, reason, cause_traceparent);
+    let event =
+        contracts::OrderLifecycle::event(order_event::STOCK_RELEASED, order_id, reason, cause_traceparent);
     outbox::enqueue(conn, &event).await
 }

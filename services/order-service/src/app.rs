@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use contracts::GetOrderRequest;
+use contracts::names;
 use switchyard::breaker::Breaker;
 use switchyard::client::RequestClient;
 use switchyard::config::{BreakerArgs, CommonArgs, parse_duration};
-use switchyard::contracts::GetOrderRequest;
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
-use switchyard::names;
 use switchyard::outbox::Relay;
 use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
@@ -101,7 +101,13 @@ pub struct App {
 impl App {
     /// Opens the database, connects to NATS, binds the HTTP port and starts the micro service.
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let platform = Platform::connect(&config.common, names::ORDERS_SERVICE, &crate::MIGRATIONS).await?;
+        let platform = Platform::connect(
+            &config.common,
+            names::ORDERS_SERVICE,
+            &crate::MIGRATIONS,
+            contracts::streams::ALL,
+        )
+        .await?;
         let (instance, db, client, js) =
             (platform.instance.clone(), platform.db.clone(), platform.client.clone(), platform.js.clone());
         let listener = TcpListener::bind(config.http_addr)

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use contracts::names;
+use contracts::{Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest};
 use switchyard::breaker::{Breaker, BreakerError};
 use switchyard::client::{RequestClient, RequestError};
-use switchyard::contracts::{Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest};
-use switchyard::names;
 use uuid::Uuid;
 
 /// Why a reservation got no answer to act on.

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use switchyard::contracts::{CreateOrder, Order, OrderCancelled, OrderCreated, OrderStatus};
+use contracts::names::{self, order_event};
+use contracts::{CreateOrder, Order, OrderCancelled, OrderCreated, OrderStatus};
 use switchyard::db::is_unique_violation;
-use switchyard::names::{self, order_event};
 use switchyard::outbox::{OutboxEvent, RelayWaker, new_traceparent};
 use uuid::Uuid;
 
@@ -276,7 +276,7 @@ fn replay(stored: StoredOrder, fingerprint: &str) -> Result<Placed, PlaceError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard::contracts::Item;
+    use contracts::Item;
 
     fn request(quantity: u32) -> CreateOrder {
         CreateOrder { user_id: "u1".into(), email: None, items: vec![Item { sku: "A-1".into(), quantity }] }

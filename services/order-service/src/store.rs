@@ -1,8 +1,8 @@
 //! Orders in the service's database.
 
+use contracts::{Item, Order, OrderStatus};
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use switchyard::contracts::{Item, Order, OrderStatus};
 use switchyard::db::Db;
 use switchyard::outbox::{self, OutboxEvent};
 use uuid::Uuid;

@@ -1,5 +1,5 @@
 // A Go service joining Switchyard, with nothing but the documented contract: nats.go's micro and
-// jetstream packages, the JSON Schemas in shared/schemas, and its own NATS user (`partner` in
+// jetstream packages, the JSON Schemas in shared/contracts/schemas, and its own NATS user (`partner` in
 // nats.conf).
 //
 // It discovers the micro services ($SRV.PING / $SRV.INFO), calls inventory.check with a good and a
@@ -9,7 +9,7 @@
 // suite runs (see tests/e2e/tests/e2e/polyglot.rs), not a tool:
 //
 //	switchyard-go-interop --url nats://127.0.0.1:4222 --user partner --password dev-partner \
-//	    --schemas shared/schemas --order <uuid> --sku A-1 --kinds created,stock_committed,confirmation_sent
+//	    --schemas shared/contracts/schemas --order <uuid> --sku A-1 --kinds created,stock_committed,confirmation_sent
 //
 // Exits 0 when every check passes; prints one line per check either way.
 package main
@@ -95,7 +95,7 @@ func fatal(format string, args ...any) {
 	os.Exit(1)
 }
 
-// schemas compiles the JSON Schemas of shared/schemas on demand.
+// schemas compiles the JSON Schemas of shared/contracts/schemas on demand.
 type schemas struct {
 	dir      string
 	compiler *jsonschema.Compiler
@@ -139,7 +139,7 @@ func main() {
 	url := flag.String("url", "nats://127.0.0.1:4222", "NATS URL")
 	user := flag.String("user", "partner", "NATS user")
 	password := flag.String("password", "", "NATS password")
-	schemaDir := flag.String("schemas", "shared/schemas", "the JSON Schemas")
+	schemaDir := flag.String("schemas", "shared/contracts/schemas", "the JSON Schemas")
 	order := flag.String("order", "", "the order whose events to read")
 	sku := flag.String("sku", "A-1", "a SKU in stock")
 	kinds := flag.String("kinds", "created,stock_committed,confirmation_sent", "the event kinds to expect for the order")

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clap::Parser;
-use switchyard::contracts::{HistoryReply, HistoryRequest, Item, OrderCreated, OrderLifecycle};
+use contracts::names;
+use contracts::{HistoryReply, HistoryRequest, Item, OrderCreated, OrderLifecycle};
+use switchyard::Shutdown;
 use switchyard::testkit::{NatsServer, TestDatabase, eventually};
-use switchyard::{Shutdown, names};
 use uuid::Uuid;
 
 struct Audit {

@@ -2,8 +2,8 @@
 //! to `ORDERS`, and counts read from the service's database.
 
 use async_nats::jetstream;
-use switchyard::contracts::{Item, OrderCreated};
-use switchyard::names;
+use contracts::names;
+use contracts::{Item, OrderCreated};
 use switchyard::streams::{StreamSettings, ensure_streams};
 use switchyard::testkit::{NatsServer, TestDatabase};
 use uuid::Uuid;
@@ -13,7 +13,7 @@ pub async fn nats() -> (NatsServer, jetstream::Context) {
     switchyard::telemetry::init(switchyard::config::LogFormat::Text);
     let nats = NatsServer::start();
     let js = jetstream::new(nats.client().await);
-    ensure_streams(&js, &StreamSettings::default()).await.unwrap();
+    ensure_streams(&js, contracts::streams::ALL, &StreamSettings::default()).await.unwrap();
     (nats, js)
 }
 

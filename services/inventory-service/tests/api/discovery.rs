@@ -1,9 +1,9 @@
 use std::time::Duration;
 
+use contracts::names;
+use contracts::{CheckReply, CheckRequest};
 use futures_util::StreamExt;
-use switchyard::contracts::{CheckReply, CheckRequest};
 use switchyard::micro::{InfoResponse, PingResponse, StatsResponse};
-use switchyard::names;
 
 use crate::helpers::{item, spawn_inventory};
 

@@ -1,12 +1,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchyard::client::RequestError;
-use switchyard::contracts::{
+use contracts::names;
+use contracts::{
     CheckReply, CheckRequest, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, StockLevel,
     StockReply, StockRequest,
 };
-use switchyard::names;
+use switchyard::client::RequestError;
 use uuid::Uuid;
 
 use crate::helpers::{item, spawn_inventory};

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use clap::Parser;
+use contracts::names;
+use contracts::{Item, RestockReply, RestockRequest};
 use inventory_service::{App, Config};
 use serde::de::DeserializeOwned;
+use switchyard::Shutdown;
 use switchyard::client::{RequestClient, RequestError};
-use switchyard::contracts::{Item, RestockReply, RestockRequest};
 use switchyard::testkit::{NatsServer, TestDatabase};
-use switchyard::{Shutdown, names};
 use tokio::task::JoinHandle;
 
 /// A running inventory instance and the way to stop it.

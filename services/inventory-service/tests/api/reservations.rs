@@ -1,5 +1,5 @@
-use switchyard::contracts::{ReserveReply, ReserveRequest, StockLevel, StockReply, StockRequest};
-use switchyard::names;
+use contracts::names;
+use contracts::{ReserveReply, ReserveRequest, StockLevel, StockReply, StockRequest};
 use uuid::Uuid;
 
 use crate::helpers::{TestInventory, item, spawn_inventory, spawn_inventory_on_postgres};

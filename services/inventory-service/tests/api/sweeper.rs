@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use switchyard::contracts::{
-    OrderCreated, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, StockReply,
-};
+use contracts::names;
+use contracts::{OrderCreated, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, StockReply};
+use switchyard::dlq;
 use switchyard::testkit::eventually;
-use switchyard::{dlq, names};
 use uuid::Uuid;
 
 use crate::helpers::{TestInventory, item, spawn_inventory_with};

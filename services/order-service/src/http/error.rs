@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use switchyard::contracts::HttpErrorBody;
+use contracts::HttpErrorBody;
 
 /// A JSON response body that ends with a newline, so that a terminal's prompt does not land
 /// on the same line as `curl`'s output.

@@ -25,10 +25,10 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use contracts::names;
+use contracts::{CancelOrder, ContractError, CreateOrder, Order, Validate, decode};
 use futures_util::StreamExt;
 use serde_json::json;
-use switchyard::contracts::{CancelOrder, ContractError, CreateOrder, Order, Validate, decode};
-use switchyard::names;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 

@@ -1,8 +1,8 @@
 use std::time::{Duration, Instant};
 
+use contracts::names;
 use futures_util::StreamExt;
 use switchyard::breaker::BreakerState;
-use switchyard::names;
 use switchyard::testkit::eventually;
 
 use crate::helpers::{order_body, spawn_stack_with};

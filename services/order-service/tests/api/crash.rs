@@ -96,7 +96,7 @@ async fn events_committed_before_a_sigkill_are_published_once_after_the_restart(
     let inventory_task = tokio::spawn(inventory.run_until_stopped(inventory_stop.clone()));
     let js = async_nats::jetstream::new(nats.client().await);
     let requests = switchyard::client::RequestClient::new(nats.client().await, Duration::from_secs(5));
-    let _: switchyard::contracts::RestockReply = requests
+    let _: contracts::RestockReply = requests
         .request("inventory.restock", &serde_json::json!({ "sku": "A-1", "quantity": 100 }))
         .await
         .unwrap();
@@ -138,7 +138,7 @@ async fn events_committed_before_a_sigkill_are_published_once_after_the_restart(
     .await;
     assert_eq!(events_on(&js, "events.orders.created.*").await, 10, "nothing republished twice");
     eventually(Duration::from_secs(20), "the stock to come back", || async {
-        let stock: switchyard::contracts::StockReply =
+        let stock: contracts::StockReply =
             requests.request("inventory.stock", &serde_json::json!({ "skus": ["A-1"] })).await.unwrap();
         (stock.items[0].available, stock.items[0].reserved) == (100, 0)
     })

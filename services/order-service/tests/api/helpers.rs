@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use contracts::names;
+use contracts::{RestockReply, RestockRequest};
 use serde_json::{Value, json};
+use switchyard::Shutdown;
 use switchyard::breaker::Breaker;
 use switchyard::client::RequestClient;
-use switchyard::contracts::{RestockReply, RestockRequest};
 use switchyard::testkit::{NatsServer, TestDatabase};
-use switchyard::{Shutdown, names};
 use tokio::task::JoinHandle;
 
 /// A running service task and its shutdown signal.
@@ -143,7 +144,7 @@ impl TestStack {
 
     /// Stock of one SKU as (available, reserved).
     pub async fn stock(&self, sku: &str) -> (i64, i64) {
-        let reply: switchyard::contracts::StockReply =
+        let reply: contracts::StockReply =
             self.requests.request(names::INVENTORY_STOCK, &json!({ "skus": [sku] })).await.expect("stock");
         (reply.items[0].available, reply.items[0].reserved)
     }

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
+use contracts::names;
 use futures_util::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use switchyard::names;
 use switchyard::testkit::{NatsServer, TestDatabase, eventually};
 
 use crate::crash::OrderProcess;

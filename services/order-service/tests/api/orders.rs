@@ -1,8 +1,8 @@
 use bytes::Bytes;
+use contracts::names;
+use contracts::{GetOrderRequest, Order};
 use serde_json::json;
 use switchyard::client::RequestError;
-use switchyard::contracts::{GetOrderRequest, Order};
-use switchyard::names;
 use uuid::Uuid;
 
 use crate::helpers::{order_body, spawn_stack, spawn_stack_on_postgres};

@@ -2,8 +2,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use clap::Parser;
+use contracts::names;
+use switchyard::Shutdown;
 use switchyard::testkit::{NatsCluster, TestDatabase, count, eventually, try_count, try_subject_count};
-use switchyard::{Shutdown, names};
 
 /// Which node of the cluster dies mid-run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,7 +132,7 @@ async fn survive_losing(victim_kind: Victim) {
             .unwrap();
     let js = jetstream::new(client.clone());
     let requests = switchyard::client::RequestClient::new(client.clone(), Duration::from_secs(5));
-    let _: switchyard::contracts::RestockReply = requests
+    let _: contracts::RestockReply = requests
         .request(names::INVENTORY_RESTOCK, &serde_json::json!({ "sku": "A-1", "quantity": 10000 }))
         .await
         .unwrap();

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clap::Parser;
+use contracts::names;
+use contracts::{RestockReply, RestockRequest, StockReply};
 use serde_json::{Value, json};
+use switchyard::Shutdown;
 use switchyard::client::RequestClient;
-use switchyard::contracts::{RestockReply, RestockRequest, StockReply};
 use switchyard::testkit::{NatsServer, TestDatabase, eventually};
-use switchyard::{Shutdown, names};
 use tokio::task::JoinHandle;
 
 /// A service running in this process.
@@ -60,7 +61,7 @@ pub struct Stack {
 }
 
 /// Development passwords the secure stack sets for nats.conf's `$..._PASSWORD` variables.
-pub const PASSWORDS: [(&str, &str, &str); 7] = [
+pub const PASSWORDS: [(&str, &str, &str); 8] = [
     ("inventory", "INVENTORY_PASSWORD", "test-inventory"),
     ("orders", "ORDERS_PASSWORD", "test-orders"),
     ("email", "EMAIL_PASSWORD", "test-email"),
@@ -68,6 +69,7 @@ pub const PASSWORDS: [(&str, &str, &str); 7] = [
     ("ops", "OPS_PASSWORD", "test-ops"),
     ("sys", "SYS_PASSWORD", "test-sys"),
     ("partner", "PARTNER_PASSWORD", "test-partner"),
+    ("loyalty", "LOYALTY_PASSWORD", "test-loyalty"),
 ];
 
 /// The test password of `user`.
@@ -292,9 +294,13 @@ async fn spawn(secure: bool, postgres: bool) -> Stack {
     let js = jetstream::new(client.clone());
     if secure {
         // The operator's step: services under nats.conf may only verify the streams.
-        switchyard::streams::ensure_streams(&js, &switchyard::streams::StreamSettings::default())
-            .await
-            .expect("provision the streams as ops");
+        switchyard::streams::ensure_streams(
+            &js,
+            contracts::streams::ALL,
+            &switchyard::streams::StreamSettings::default(),
+        )
+        .await
+        .expect("provision the streams as ops");
     }
     let mut stack = Stack {
         data,

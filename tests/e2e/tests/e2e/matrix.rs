@@ -18,7 +18,7 @@ use crate::helpers::{Stack, connect_as, password, spawn_secure_stack};
 
 /// The users with a password in nats.conf (ops last: its allowed operations delete the scratch
 /// stream the others try to touch).
-const USERS: [&str; 6] = ["inventory", "orders", "email", "audit", "partner", "ops"];
+const USERS: [&str; 7] = ["inventory", "orders", "email", "audit", "partner", "loyalty", "ops"];
 
 /// What an operation does on the wire.
 enum Wire {
@@ -58,6 +58,7 @@ fn own_durable(user: &str) -> Option<&'static str> {
         "email" => Some("email"),
         "audit" => Some("audit"),
         "partner" => Some("partner"),
+        "loyalty" => Some("loyalty"),
         _ => None,
     }
 }
@@ -73,10 +74,10 @@ fn other_durable(user: &str) -> (&'static str, &'static str) {
 
 /// Whether the README's table allows `user` the operation of class `class`.
 fn allowed(user: &str, class: &str) -> bool {
-    let service = matches!(user, "inventory" | "orders" | "email" | "audit");
+    let service = matches!(user, "inventory" | "orders" | "email" | "audit" | "loyalty");
     let owns_durable = own_durable(user).is_some();
     match class {
-        "call inventory.check" => matches!(user, "partner" | "ops"),
+        "call inventory.check" => matches!(user, "partner" | "loyalty" | "ops"),
         "call inventory.reserve" => matches!(user, "orders" | "ops"),
         "publish created event" => matches!(user, "orders" | "ops"),
         "publish stock_committed event" => matches!(user, "inventory" | "ops"),
@@ -291,19 +292,21 @@ async fn scratch(stack: &Stack) {
 async fn every_user_times_every_operation_is_allowed_exactly_where_the_table_says() {
     let stack = spawn_secure_stack().await;
     scratch(&stack).await;
-    // partner's own durable, made by partner as the README says it may.
-    let (partner, _) = connect_as(&stack.nats, "partner").await;
-    jetstream::new(partner)
-        .get_stream("ORDERS")
-        .await
-        .expect("partner reads ORDERS")
-        .create_consumer(pull::Config {
-            durable_name: Some("partner".into()),
-            filter_subject: "events.orders.created.*".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("partner creates its own durable");
+    // partner's and loyalty's own durables, each made by its user as the README says it may.
+    for user in ["partner", "loyalty"] {
+        let (client, _) = connect_as(&stack.nats, user).await;
+        jetstream::new(client)
+            .get_stream("ORDERS")
+            .await
+            .expect("the user reads ORDERS")
+            .create_consumer(pull::Config {
+                durable_name: Some(user.into()),
+                filter_subject: "events.orders.created.*".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("the user creates its own durable");
+    }
 
     let (mut tried, mut allowed_count, mut denied_count) = (0, 0, 0);
     let mut wrong = Vec::new();

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use switchyard::contracts::{HistoryReply, HistoryRequest};
-use switchyard::names;
+use contracts::names;
+use contracts::{HistoryReply, HistoryRequest};
 use switchyard::testkit::eventually;
 
 use crate::helpers::{connect_as, count, password, spawn_secure_stack};

@@ -43,7 +43,7 @@ async fn a_go_client_discovers_calls_and_reads_an_orders_lifecycle_under_its_own
     command
         .args(["--url", &stack.nats.url(), "--user", "partner", "--password", password("partner")])
         .arg("--schemas")
-        .arg(switchyard::testkit::workspace_root().join("shared/schemas"))
+        .arg(switchyard::testkit::workspace_root().join("shared/contracts/schemas"))
         .args(["--order", &id, "--sku", "A-1", "--kinds", "created,stock_committed,confirmation_sent"])
         // It also provokes every kind of HTTP error and checks each body against http.error.json.
         .args(["--http-url", &stack.base_url])

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use contracts::names;
 use switchyard::dlq::{self, Outcome};
-use switchyard::names;
 use switchyard::testkit::{SmtpSink, eventually, free_port};
 
 use crate::helpers::{Stack, count, spawn_stack};

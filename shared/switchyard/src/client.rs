@@ -1,0 +1,233 @@
+//! A typed request client: JSON in, JSON out, with a per-call timeout.
+//!
+//! "No responders" (nobody serves the subject) fails at once and is told apart from a timeout
+//! (somebody may serve it, but no answer came in time). A micro error reply (headers
+//! `Nats-Service-Error` / `Nats-Service-Error-Code`) becomes [`RequestError::Service`].
+
+use std::time::Duration;
+
+use async_nats::{Client, RequestErrorKind};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::breaker::TripsBreaker;
+use crate::contract::ErrorBody;
+use crate::micro::{SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER};
+
+/// Why a request got no usable reply.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Nobody is subscribed to the subject: the service is down.
+    #[error("no responders for {subject}")]
+    NoResponders {
+        /// The subject.
+        subject: String,
+    },
+    /// No reply came within the timeout.
+    #[error("request to {subject} timed out after {timeout:?}")]
+    TimedOut {
+        /// The subject.
+        subject: String,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// The service answered with a micro error reply.
+    #[error("{subject} answered with error {code}: {message}")]
+    Service {
+        /// The subject.
+        subject: String,
+        /// The micro error code.
+        code: u16,
+        /// The service's message.
+        message: String,
+    },
+    /// The request could not be encoded as JSON.
+    #[error("failed to encode request for {subject}")]
+    Encode {
+        /// The subject.
+        subject: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The reply is not the expected JSON.
+    #[error("invalid reply from {subject}")]
+    Decode {
+        /// The subject.
+        subject: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The request could not be sent (connection closed, payload too large, bad subject).
+    #[error("request to {subject} failed")]
+    Transport {
+        /// The subject.
+        subject: String,
+        /// The underlying error.
+        #[source]
+        source: async_nats::RequestError,
+    },
+}
+
+impl RequestError {
+    /// The micro error code when the service answered with an error.
+    pub fn service_code(&self) -> Option<u16> {
+        match self {
+            RequestError::Service { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl TripsBreaker for RequestError {
+    /// A service that answers "bad request", "not found" or "conflict" is up and well: only
+    /// transport failures, timeouts, no responders, 5xx replies and garbled replies trip a breaker.
+    fn trips_breaker(&self) -> bool {
+        match self {
+            RequestError::Service { code, .. } => *code >= 500,
+            RequestError::Encode { .. } => false,
+            _ => true,
+        }
+    }
+
+    fn is_timeout(&self) -> bool {
+        matches!(self, RequestError::TimedOut { .. })
+    }
+}
+
+/// Sends typed requests on a NATS client.
+#[derive(Debug, Clone)]
+pub struct RequestClient {
+    client: Client,
+    timeout: Duration,
+}
+
+impl RequestClient {
+    /// A client whose requests time out after `timeout` unless told otherwise.
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        RequestClient { client, timeout }
+    }
+
+    /// The NATS client underneath.
+    pub fn nats(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends `request` as JSON to `subject` and decodes the JSON reply, with the default timeout.
+    pub async fn request<Req, Resp>(&self, subject: &str, request: &Req) -> Result<Resp, RequestError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.request_with_timeout(subject, request, self.timeout).await
+    }
+
+    /// Like [`RequestClient::request`], with a timeout for this call.
+    pub async fn request_with_timeout<Req, Resp>(
+        &self,
+        subject: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let payload = serde_json::to_vec(request)
+            .map_err(|source| RequestError::Encode { subject: subject.to_string(), source })?;
+        let reply = self.request_raw(subject, payload.into(), timeout).await?;
+        serde_json::from_slice(&reply)
+            .map_err(|source| RequestError::Decode { subject: subject.to_string(), source })
+    }
+
+    /// Sends raw bytes and returns the raw reply; micro error replies become [`RequestError::Service`].
+    pub async fn request_raw(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
+        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let message = self.client.send_request(subject.to_string(), request).await.map_err(|source| {
+            match source.kind() {
+                RequestErrorKind::NoResponders => RequestError::NoResponders { subject: subject.to_string() },
+                RequestErrorKind::TimedOut => {
+                    RequestError::TimedOut { subject: subject.to_string(), timeout }
+                }
+                _ => RequestError::Transport { subject: subject.to_string(), source },
+            }
+        })?;
+        if let Some(headers) = &message.headers
+            && let Some(code) = headers.get(SERVICE_ERROR_CODE_HEADER)
+        {
+            let code = code.as_str().trim().parse::<u16>().unwrap_or(500);
+            let message = serde_json::from_slice::<ErrorBody>(&message.payload)
+                .map(|body| body.error)
+                .ok()
+                .or_else(|| headers.get(SERVICE_ERROR_HEADER).map(|v| v.as_str().to_string()))
+                .unwrap_or_else(|| "unknown error".to_string());
+            return Err(RequestError::Service { subject: subject.to_string(), code, message });
+        }
+        Ok(message.payload)
+    }
+}
+
+/// A [`RequestClient`] behind a [`Breaker`](crate::breaker::Breaker): the way to call another
+/// service. Each call is admitted (or rejected at once while the breaker is open), cut off at the
+/// breaker's timeout, and counted in its window.
+///
+/// ```no_run
+/// # async fn demo(nats: async_nats::Client) {
+/// use switchyard::BreakerConfig;
+/// use switchyard::client::GuardedClient;
+///
+/// let pricing = GuardedClient::new(nats, "pricing", BreakerConfig::default());
+/// let price: Option<serde_json::Value> = pricing
+///     .call_or_else("pricing.quote", &serde_json::json!({ "item": "X" }), |_| None)
+///     .await;
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct GuardedClient {
+    requests: RequestClient,
+    breaker: std::sync::Arc<crate::breaker::Breaker>,
+}
+
+impl GuardedClient {
+    /// A client for the service `name`, with a breaker of `config` (its timeout is the requests').
+    pub fn new(client: Client, name: &str, config: crate::breaker::BreakerConfig) -> Self {
+        let requests = RequestClient::new(client, config.timeout);
+        GuardedClient { requests, breaker: std::sync::Arc::new(crate::breaker::Breaker::new(name, config)) }
+    }
+
+    /// Sends `request` to `subject` through the breaker.
+    pub async fn call<Req, Resp>(
+        &self,
+        subject: &str,
+        request: &Req,
+    ) -> Result<Resp, crate::breaker::BreakerError<RequestError>>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.breaker.call(self.requests.request(subject, request)).await
+    }
+
+    /// Like [`GuardedClient::call`], but a rejection, timeout or failure is answered by
+    /// `fallback` (and counted as a fallback).
+    pub async fn call_or_else<Req, Resp, G>(&self, subject: &str, request: &Req, fallback: G) -> Resp
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+        G: FnOnce(crate::breaker::BreakerError<RequestError>) -> Resp,
+    {
+        self.breaker.call_or_else(self.requests.request(subject, request), fallback).await
+    }
+
+    /// The breaker, for its state and counters.
+    pub fn breaker(&self) -> &crate::breaker::Breaker {
+        &self.breaker
+    }
+}

@@ -533,7 +533,7 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
     let orders = order_service::orders::OrderService::new(
         order_service::store::OrderStore::new(db),
         order_service::inventory::InventoryClient::local(
-            inventory,
+            Arc::new(Monolith(inventory)),
             Arc::new(Breaker::new(names::INVENTORY_SERVICE, BreakerConfig::default())),
         ),
         metrics.clone(),
@@ -559,4 +559,39 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
     let _ = server.await;
     let _ = relay_task.await;
     Ok(sample)
+}
+
+/// The inventory logic as a function on the order service's own database: the monolith's
+/// reservations.
+#[derive(Debug)]
+struct Monolith(inventory_service::Inventory);
+
+impl order_service::inventory::Reservations for Monolith {
+    fn reserve<'a>(
+        &'a self,
+        request: &'a contracts::ReserveRequest,
+    ) -> order_service::inventory::ReservationFuture<
+        'a,
+        Result<contracts::ReserveReply, order_service::inventory::ReserveError>,
+    > {
+        use order_service::inventory::ReserveError;
+        Box::pin(async move {
+            self.0.reserve(request).await.map_err(|err| match err {
+                inventory_service::InventoryError::Conflict(message) => ReserveError::Released { message },
+                other => ReserveError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                    reason: order_service::inventory::error_chain(&other),
+                },
+            })
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        request: &'a contracts::ReleaseRequest,
+    ) -> order_service::inventory::ReservationFuture<'a, Result<contracts::ReleaseReply, String>> {
+        Box::pin(async move {
+            self.0.release(request).await.map_err(|err| order_service::inventory::error_chain(&err))
+        })
+    }
 }

@@ -34,7 +34,7 @@ pub async fn run(args: &HealthArgs) -> anyhow::Result<()> {
     }
     if let Some(service) = &args.service {
         let client = args.stack.connect("health").await?;
-        let ping = client.request(format!("$SRV.PING.{service}"), "".into());
+        let ping = client.request(contracts::names::srv_subject("PING", Some(service), None), "".into());
         let answered = matches!(tokio::time::timeout(args.timeout, ping).await, Ok(Ok(_)));
         switchyard::nats::drain(&client, Duration::from_secs(1)).await;
         if !answered {

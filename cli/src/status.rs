@@ -139,7 +139,7 @@ async fn gather(
 /// Collects the report.
 pub async fn collect(client: &async_nats::Client, wait: Duration) -> anyhow::Result<Report> {
     let mut services: BTreeMap<String, ServiceReport> = BTreeMap::new();
-    let infos = gather(client, "$SRV.INFO", wait).await?;
+    let infos = gather(client, &names::srv_subject("INFO", None, None), wait).await?;
     let mut subjects = BTreeMap::new();
     for message in infos {
         if let Ok(info) = serde_json::from_slice::<InfoResponse>(&message.payload) {
@@ -148,7 +148,7 @@ pub async fn collect(client: &async_nats::Client, wait: Duration) -> anyhow::Res
             }
         }
     }
-    for message in gather(client, "$SRV.STATS", wait).await? {
+    for message in gather(client, &names::srv_subject("STATS", None, None), wait).await? {
         let Ok(stats) = serde_json::from_slice::<StatsResponse>(&message.payload) else { continue };
         let service = services.entry(stats.name.clone()).or_insert_with(|| ServiceReport {
             name: stats.name.clone(),

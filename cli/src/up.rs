@@ -471,7 +471,7 @@ async fn wait_ready(stack: &StackArgs, http_url: &str, services: &mut [Service])
         for name in
             [names::INVENTORY_SERVICE, names::ORDERS_SERVICE, names::AUDIT_SERVICE, names::EMAIL_SERVICE]
         {
-            let ping = client.request(format!("$SRV.PING.{name}"), "".into());
+            let ping = client.request(names::srv_subject("PING", Some(name), None), "".into());
             ready &= matches!(tokio::time::timeout(Duration::from_millis(500), ping).await, Ok(Ok(_)));
         }
         if let Ok(stream) = js.get_stream(names::ORDERS_STREAM).await {
@@ -517,7 +517,7 @@ async fn supervise(services: &mut [Service], signals: &mut Signals, restart: boo
             eprintln!("{} exited with {status}; last log lines:\n{}", service.name, tail(&service.log, 10));
             if restart {
                 service.restarts += 1;
-                let delay = switchyard::nats::reconnect_delay(service.restarts as usize + 3);
+                let delay = switchyard::backoff::delay(service.restarts as usize + 3);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     signal = signals.recv() => {

@@ -1,7 +1,5 @@
 //! Start-up and shutdown of the audit service, and its `replay` command.
 
-use std::time::Duration;
-
 use clap::{Parser, Subcommand};
 use contracts::HistoryRequest;
 use contracts::names;
@@ -68,8 +66,7 @@ pub fn consumer_spec() -> ConsumerSpec {
 
 /// A running audit service.
 pub struct App {
-    client: async_nats::Client,
-    js: async_nats::jetstream::Context,
+    platform: Platform,
     trail: Trail,
     consumer: Consumer,
     service: ServiceHandle,
@@ -85,14 +82,12 @@ impl App {
             contracts::streams::ALL,
         )
         .await?;
-        let (instance, db, client, js) = (platform.instance, platform.db, platform.client, platform.js);
-        let trail = Trail::new(db.clone());
-        let consumer =
-            Consumer::batched(js.clone(), config.consumer.apply(consumer_spec()), db.clone(), trail.clone());
+        let trail = Trail::new(platform.db.clone());
+        let consumer = platform.consumer(config.consumer.apply(consumer_spec()), trail.clone());
         consumer.bind().await?;
-        let service = spec(&trail).start(client.clone()).await?;
-        tracing::info!(instance = %instance, "audit-service ready");
-        Ok(App { client, js, trail, consumer, service })
+        let service = spec(&trail).start(platform.client.clone()).await?;
+        tracing::info!(instance = %platform.instance, "audit-service ready");
+        Ok(App { platform, trail, consumer, service })
     }
 
     /// The trail, for tests and tools.
@@ -102,29 +97,27 @@ impl App {
 
     /// Rebuilds the trail from `from`, then closes. Returns how many events were recorded.
     pub async fn replay(self, from: ReplayFrom) -> Result<u64, AppError> {
-        let App { client, js, trail, service, .. } = self;
+        let App { platform, trail, service, .. } = self;
         service.stop().await;
-        let recorded = trail.replay(&js, from).await;
-        switchyard::nats::drain(&client, Duration::from_secs(5)).await;
-        trail.db().close().await;
+        let recorded = trail.replay(&platform.js, from).await;
+        platform.stop(None, None).await;
         Ok(recorded?)
     }
 
     /// Consumes and serves until `shutdown`; then finishes in-flight work, drains NATS and closes
     /// the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
-        let App { client, trail, consumer, service, .. } = self;
+        let App { platform, consumer, service, .. } = self;
         let consumed = tokio::spawn(consumer.run(shutdown.clone()));
         shutdown.wait().await;
+        // In-flight history requests and events finish side by side.
         let (consumed, _) = tokio::join!(consumed, service.stop());
         match consumed {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::error!(error = %err, "audit consumer failed"),
             Err(err) => tracing::error!(error = %err, "audit consumer task failed"),
         }
-        switchyard::nats::drain(&client, Duration::from_secs(5)).await;
-        trail.db().close().await;
-        tracing::info!("audit-service stopped");
+        platform.stop(None, None).await;
     }
 }
 

@@ -72,10 +72,9 @@ impl Trail {
         payload: &[u8],
         headers: Option<&HeaderMap>,
         seq: u64,
-        published_at: &str,
-        published_ms: i64,
+        published: OffsetDateTime,
     ) -> Result<(), HandleError> {
-        let row = AuditRow::new(subject, payload, headers, seq, published_at, published_ms)?;
+        let row = AuditRow::new(subject, payload, headers, seq, published)?;
         // One writer at a time on SQLite (the write slot), instead of meeting at the file lock.
         let mut tx = self.db.begin_write().await?;
         insert(&mut tx, &[row]).await?;
@@ -170,17 +169,8 @@ impl Trail {
             let message = message.map_err(|e| ReplayError::JetStream(e.to_string()))?;
             let info = message.info().map_err(|e| ReplayError::JetStream(e.to_string()))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
-            let published_at = switchyard::time::format_rfc3339(info.published);
-            let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
             match self
-                .record(
-                    &message.subject,
-                    &message.payload,
-                    message.headers.as_ref(),
-                    seq,
-                    &published_at,
-                    published_ms,
-                )
+                .record(&message.subject, &message.payload, message.headers.as_ref(), seq, info.published)
                 .await
             {
                 Ok(()) => recorded += 1,
@@ -207,7 +197,7 @@ struct AuditRow<'a> {
     kind: &'a str,
     headers: String,
     payload: &'a str,
-    published_at: &'a str,
+    published_at: String,
     published_ms: i64,
 }
 
@@ -218,9 +208,10 @@ impl<'a> AuditRow<'a> {
         payload: &'a [u8],
         headers: Option<&HeaderMap>,
         seq: u64,
-        published_at: &'a str,
-        published_ms: i64,
+        published: OffsetDateTime,
     ) -> Result<Self, HandleError> {
+        let published_at = switchyard::time::format_rfc3339(published);
+        let published_ms = (published.unix_timestamp_nanos() / 1_000_000) as i64;
         let ids: EventIds = serde_json::from_slice(payload)
             .map_err(|e| HandleError::Poison(format!("undecodable payload: {e}")))?;
         let payload = std::str::from_utf8(payload)
@@ -230,7 +221,7 @@ impl<'a> AuditRow<'a> {
             event_id: ids.event_id.to_string(),
             order_id: ids.order_id.to_string(),
             subject,
-            kind: subject.split('.').nth(2).unwrap_or_default(),
+            kind: names::order_event_kind(subject).unwrap_or_default(),
             headers: headers_json(headers),
             payload,
             published_at,
@@ -239,17 +230,12 @@ impl<'a> AuditRow<'a> {
     }
 
     fn of(delivery: &'a Delivery) -> Result<Self, HandleError> {
-        let published_ms =
-            OffsetDateTime::parse(&delivery.published, &time::format_description::well_known::Rfc3339)
-                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-                .unwrap_or_default();
         AuditRow::new(
             &delivery.subject,
             &delivery.payload,
             delivery.headers.as_ref(),
             delivery.stream_seq,
-            &delivery.published,
-            published_ms,
+            delivery.published,
         )
     }
 }
@@ -282,7 +268,7 @@ async fn insert(conn: &mut AnyConnection, rows: &[AuditRow<'_>]) -> Result<(), H
                 .bind(row.kind)
                 .bind(row.headers.as_str())
                 .bind(row.payload)
-                .bind(row.published_at)
+                .bind(row.published_at.as_str())
                 .bind(row.published_ms)
                 .bind(recorded_at.as_str());
         }

@@ -6,9 +6,12 @@
 //! written atomically, so a redelivery rewrites the same file); `--smtp-url` sends them over SMTP.
 
 pub mod app;
+pub mod events;
 pub mod mailer;
+pub mod store;
 
 pub use app::{App, AppError, Config};
+pub use events::{Emailer, consumer_spec};
 
 use switchyard::db::{Migration, Migrations};
 

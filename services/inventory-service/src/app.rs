@@ -53,7 +53,7 @@ pub enum AppError {
 
 /// A running inventory service.
 pub struct App {
-    client: async_nats::Client,
+    platform: Platform,
     service: ServiceHandle,
     inventory: Inventory,
     consumer: Consumer,
@@ -72,18 +72,14 @@ impl App {
             contracts::streams::ALL,
         )
         .await?;
-        let (client, js, relay) = (platform.client.clone(), platform.js.clone(), platform.relay());
+        let relay = platform.relay();
         let inventory = Inventory::new(platform.db.clone(), config.reservation_ttl).with_relay(relay.waker());
-        let consumer = Consumer::batched(
-            js.clone(),
-            config.consumer.apply(events::consumer_spec()),
-            platform.db.clone(),
-            inventory.clone(),
-        );
+        let consumer = platform.consumer(config.consumer.apply(events::consumer_spec()), inventory.clone());
         consumer.bind().await?;
-        let service = spec(&inventory).max_in_flight(config.max_in_flight).start(client.clone()).await?;
+        let service =
+            spec(&inventory).max_in_flight(config.max_in_flight).start(platform.client.clone()).await?;
         tracing::info!(instance = %platform.instance, id = %service.id(), "inventory-service ready");
-        Ok(App { client, service, inventory, consumer, relay, sweep_interval: config.sweep_interval })
+        Ok(App { platform, service, inventory, consumer, relay, sweep_interval: config.sweep_interval })
     }
 
     /// The micro service instance id.
@@ -99,14 +95,14 @@ impl App {
     /// Serves until `shutdown` fires; then stops taking events and requests, finishes and acks
     /// in-flight work, publishes what it committed, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
-        let App { client, service, inventory, consumer, relay, sweep_interval } = self;
-        let relay_stop = Shutdown::new();
-        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let App { platform, service, inventory, consumer, relay, sweep_interval } = self;
+        let relay = platform.spawn_relay(relay);
         let sweeper = tokio::spawn(events::run_sweeper(inventory.clone(), sweep_interval, shutdown.clone()));
         let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
 
         shutdown.wait().await;
         tracing::info!("inventory-service stopping");
+        // In-flight requests, events and the sweep finish side by side.
         let (consumed, swept, _) = tokio::join!(consumer_task, sweeper, service.stop());
         match consumed {
             Ok(Ok(())) => {}
@@ -116,13 +112,7 @@ impl App {
         if let Err(err) = swept {
             tracing::error!(error = %err, "sweeper task failed");
         }
-        relay_stop.trigger();
-        if let Err(err) = relay_task.await {
-            tracing::error!(error = %err, "outbox relay task failed");
-        }
-        switchyard::nats::drain(&client, Duration::from_secs(5)).await;
-        inventory.db().close().await;
-        tracing::info!("inventory-service stopped");
+        platform.stop(Some(relay), None).await;
     }
 }
 

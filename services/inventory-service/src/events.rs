@@ -31,7 +31,7 @@ pub fn consumer_spec() -> ConsumerSpec {
 /// Applies one event for the `inventory` consumer inside `tx` (the consumer commits it, together
 /// with the other events of its batch).
 pub async fn apply(tx: &mut AnyConnection, delivery: &Delivery) -> Result<(), HandleError> {
-    let kind = delivery.subject.split('.').nth(2).unwrap_or_default();
+    let kind = names::order_event_kind(&delivery.subject).unwrap_or_default();
     let trace = delivery.header(TRACEPARENT);
     match kind {
         order_event::CREATED => {

@@ -89,6 +89,7 @@ pub enum AppError {
 
 /// A running order service, bound and connected.
 pub struct App {
+    platform: Platform,
     listener: TcpListener,
     address: SocketAddr,
     state: AppState,
@@ -143,7 +144,7 @@ impl App {
             idle_timeout: config.http_idle_timeout,
             drain_timeout: config.http_request_timeout + Duration::from_secs(5),
         };
-        Ok(App { listener, address, state, limits, connections, service, relay })
+        Ok(App { platform, listener, address, state, limits, connections, service, relay })
     }
 
     /// The HTTP address actually bound.
@@ -164,20 +165,12 @@ impl App {
     /// Serves until `shutdown` fires; then drains HTTP, lets the outbox relay publish what was
     /// committed, stops the micro service, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), AppError> {
-        let App { listener, state, limits, connections, service, relay, .. } = self;
-        let relay_stop = Shutdown::new();
-        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
-        let app = router(state.clone(), limits);
+        let App { platform, listener, state, limits, connections, service, relay, .. } = self;
+        let relay = platform.spawn_relay(relay);
+        let app = router(state, limits);
         crate::http::server::serve(listener, app, connections, shutdown.clone()).await;
         tracing::info!("order-service stopping: http drained");
-        relay_stop.trigger();
-        if let Err(err) = relay_task.await {
-            tracing::error!(error = %err, "outbox relay task failed");
-        }
-        service.stop().await;
-        switchyard::nats::drain(&state.nats, Duration::from_secs(5)).await;
-        state.orders.store().db().close().await;
-        tracing::info!("order-service stopped");
+        platform.stop(Some(relay), Some(service)).await;
         Ok(())
     }
 }
@@ -196,7 +189,7 @@ pub fn spec(orders: &OrderService) -> ServiceSpec {
                 match orders.get(request.order_id).await {
                     Ok(Some(order)) => Ok(order),
                     Ok(None) => Err(ServiceError::not_found(format!("order {} not found", request.order_id))),
-                    Err(err) => Err(ServiceError::internal(format!("{err:?}"))),
+                    Err(err) => Err(ServiceError::internal(switchyard::telemetry::error_chain(&err))),
                 }
             }
         })

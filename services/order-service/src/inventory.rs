@@ -1,6 +1,9 @@
 //! The order service's view of inventory: `inventory.reserve` and `inventory.release` over NATS,
-//! every reserve through the circuit breaker.
+//! every reserve through the circuit breaker, or any other [`Reservations`] (the benchmark's
+//! in-process monolith).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +24,14 @@ pub enum ReserveError {
         /// What happened, for logs.
         reason: String,
     },
-    /// Inventory refused the request itself (4xx): nothing a retry would fix.
+    /// The order's reservation was released (or committed) already: a reserve under this order
+    /// id can never succeed again (inventory's 409).
+    #[error("the order's reservation was released: {message}")]
+    Released {
+        /// Inventory's message.
+        message: String,
+    },
+    /// Inventory refused the request itself (another 4xx): nothing a retry would fix.
     #[error("inventory refused the reservation: {message}")]
     Refused {
         /// The micro error code.
@@ -31,14 +41,31 @@ pub enum ReserveError {
     },
 }
 
+/// A future of a [`Reservations`] call.
+pub type ReservationFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Reservations made without NATS: the inventory logic called as a function on the same
+/// database, the "monolith" the benchmarks compare the distributed path against.
+pub trait Reservations: Send + Sync + std::fmt::Debug + 'static {
+    /// Reserves the request's items, all or nothing.
+    fn reserve<'a>(
+        &'a self,
+        request: &'a ReserveRequest,
+    ) -> ReservationFuture<'a, Result<ReserveReply, ReserveError>>;
+    /// Releases the order's reservation.
+    fn release<'a>(
+        &'a self,
+        request: &'a ReleaseRequest,
+    ) -> ReservationFuture<'a, Result<ReleaseReply, String>>;
+}
+
 /// Where the inventory is.
 #[derive(Debug, Clone)]
 enum Backend {
     /// The `inventory` micro service, over NATS.
     Remote(RequestClient),
-    /// The inventory logic as a function on the same database: the "monolith" the benchmarks
-    /// compare the distributed path against.
-    Local(inventory_service::Inventory),
+    /// In process (see [`Reservations`]).
+    Local(Arc<dyn Reservations>),
 }
 
 /// Reserves and releases stock on the `inventory` micro service.
@@ -56,7 +83,7 @@ impl InventoryClient {
 
     /// An in-process inventory called as a function (no NATS, no breaker): the monolith mode of
     /// the benchmarks.
-    pub fn local(inventory: inventory_service::Inventory, breaker: Arc<Breaker>) -> Self {
+    pub fn local(inventory: Arc<dyn Reservations>, breaker: Arc<Breaker>) -> Self {
         InventoryClient { backend: Backend::Local(inventory), breaker }
     }
 
@@ -70,17 +97,7 @@ impl InventoryClient {
         let request = ReserveRequest { order_id, items: items.to_vec() };
         let client = match &self.backend {
             Backend::Remote(client) => client,
-            Backend::Local(inventory) => {
-                return inventory.reserve(&request).await.map_err(|err| match err {
-                    inventory_service::InventoryError::Conflict(message) => {
-                        ReserveError::Refused { code: 409, message }
-                    }
-                    other => ReserveError::Unavailable {
-                        retry_after: Duration::from_secs(1),
-                        reason: error_chain(&other),
-                    },
-                });
-            }
+            Backend::Local(inventory) => return inventory.reserve(&request).await,
         };
         let timeout = self.breaker.config().timeout;
         let call =
@@ -98,6 +115,9 @@ impl InventoryClient {
                         retry_after: Duration::from_secs(1),
                         reason: format!("timed out after {after:?}"),
                     },
+                    BreakerError::Failure(RequestError::Service { code: 409, message, .. }) => {
+                        ReserveError::Released { message }
+                    }
                     BreakerError::Failure(RequestError::Service { code, message, .. }) if code < 500 => {
                         ReserveError::Refused { code, message }
                     }
@@ -117,18 +137,10 @@ impl InventoryClient {
             Backend::Remote(client) => {
                 client.request(names::INVENTORY_RELEASE, &request).await.map_err(|err| error_chain(&err))
             }
-            Backend::Local(inventory) => inventory.release(&request).await.map_err(|err| error_chain(&err)),
+            Backend::Local(inventory) => inventory.release(&request).await,
         }
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// An error and its sources on one line.
+pub use switchyard::telemetry::error_chain;

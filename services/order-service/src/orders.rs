@@ -57,7 +57,7 @@ pub enum PlaceError {
 
 impl From<StoreError> for PlaceError {
     fn from(err: StoreError) -> Self {
-        PlaceError::Internal(format!("{err:?}"))
+        PlaceError::Internal(switchyard::telemetry::error_chain(&err))
     }
 }
 
@@ -200,7 +200,7 @@ impl OrderService {
             ReserveError::Unavailable { retry_after, reason } => {
                 PlaceError::InventoryUnavailable { retry_after, reason }
             }
-            ReserveError::Refused { code: 409, message } => PlaceError::Abandoned(format!(
+            ReserveError::Released { message } => PlaceError::Abandoned(format!(
                 "{message}; the earlier attempt with this Idempotency-Key was abandoned, use a new key"
             )),
             ReserveError::Refused { code, message } => PlaceError::Internal(format!(

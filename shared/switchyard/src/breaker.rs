@@ -437,6 +437,21 @@ impl Breaker {
     }
 }
 
+// The breaker flags, turned into a configuration here, next to it.
+impl crate::config::BreakerArgs {
+    /// The breaker configuration these flags describe.
+    pub fn to_config(&self) -> BreakerConfig {
+        BreakerConfig {
+            timeout: self.breaker_timeout,
+            error_threshold_percentage: self.breaker_error_threshold,
+            volume_threshold: self.breaker_volume_threshold,
+            reset_timeout: self.breaker_reset_timeout,
+            rolling_count_timeout: self.breaker_rolling_window,
+            rolling_count_buckets: self.breaker_rolling_buckets,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

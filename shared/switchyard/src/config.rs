@@ -50,17 +50,6 @@ pub struct StreamShapeArgs {
     pub duplicate_window: Duration,
 }
 
-impl StreamShapeArgs {
-    /// The stream settings these flags describe.
-    pub fn settings(&self) -> crate::streams::StreamSettings {
-        crate::streams::StreamSettings {
-            replicas: usize::from(self.stream_replicas),
-            duplicate_window: self.duplicate_window,
-            ..Default::default()
-        }
-    }
-}
-
 /// How a service finds its JetStream streams at start-up.
 #[derive(Debug, Clone, Args)]
 pub struct StreamArgs {
@@ -78,13 +67,6 @@ pub struct StreamArgs {
     /// a fresh cluster still electing), retrying with backoff, before it gives up; 0 tries once.
     #[arg(long, env = "STARTUP_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub startup_timeout: Duration,
-}
-
-impl StreamArgs {
-    /// The stream settings these flags describe.
-    pub fn settings(&self) -> crate::streams::StreamSettings {
-        self.shape.settings()
-    }
 }
 
 impl CommonArgs {
@@ -181,22 +163,6 @@ pub struct ConsumerArgs {
     pub retry_backoff: Vec<Duration>,
 }
 
-impl ConsumerArgs {
-    /// Applies these flags to a consumer spec.
-    pub fn apply(&self, mut spec: crate::consumer::ConsumerSpec) -> crate::consumer::ConsumerSpec {
-        spec.concurrency = usize::from(self.consumer_concurrency);
-        if let Some(max_batch) = self.consumer_max_batch {
-            spec.max_batch = usize::from(max_batch);
-        }
-        spec.max_deliver = self.max_deliver;
-        spec.ack_wait = self.ack_wait;
-        if !self.retry_backoff.is_empty() {
-            spec.retry_backoff = self.retry_backoff.clone();
-        }
-        spec
-    }
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -232,20 +198,6 @@ pub struct BreakerArgs {
     /// Buckets the rolling window is split into (opossum `rollingCountBuckets`).
     #[arg(long, env = "BREAKER_ROLLING_BUCKETS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub breaker_rolling_buckets: u32,
-}
-
-impl BreakerArgs {
-    /// The breaker configuration these flags describe.
-    pub fn to_config(&self) -> crate::breaker::BreakerConfig {
-        crate::breaker::BreakerConfig {
-            timeout: self.breaker_timeout,
-            error_threshold_percentage: self.breaker_error_threshold,
-            volume_threshold: self.breaker_volume_threshold,
-            reset_timeout: self.breaker_reset_timeout,
-            rolling_count_timeout: self.breaker_rolling_window,
-            rolling_count_buckets: self.breaker_rolling_buckets,
-        }
-    }
 }
 
 /// Parses a duration such as `250ms`, `3s`, `15m`, `1h`, or a bare number of seconds.

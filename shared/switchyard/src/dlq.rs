@@ -2,7 +2,7 @@
 //!
 //! A dead letter is the original payload on `dlq.<stream>.<consumer>` with headers naming its
 //! origin (stream, subject, sequence), the consumer, deliveries, the reason and the last error (see
-//! [`crate::consumer::dlq_headers`]).
+//! [`headers`]).
 //!
 //! Replaying goes back to the one consumer that failed, and only to it: the payload is published
 //! to `replay.<stream>.<consumer>.<origin subject>` in stream `REPLAY`, where only that consumer's
@@ -19,8 +19,102 @@ use async_nats::jetstream::{self, message::StreamMessage};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::consumer::dlq_headers;
 use crate::names;
+
+/// Header names of a dead letter.
+pub mod headers {
+    /// Stream the message came from.
+    pub const ORIGIN_STREAM: &str = "Switchyard-Origin-Stream";
+    /// Subject it was published on.
+    pub const ORIGIN_SUBJECT: &str = "Switchyard-Origin-Subject";
+    /// Its sequence in the origin stream.
+    pub const ORIGIN_SEQ: &str = "Switchyard-Origin-Seq";
+    /// The consumer that gave up on it.
+    pub const CONSUMER: &str = "Switchyard-Consumer";
+    /// How often it was delivered.
+    pub const DELIVERIES: &str = "Switchyard-Deliveries";
+    /// `poison` (could never succeed) or `max_deliver` (kept failing).
+    pub const REASON: &str = "Switchyard-Reason";
+    /// The last error, in words.
+    pub const ERROR: &str = "Switchyard-Error";
+    /// The origin message's `Nats-Msg-Id`, when it had one.
+    pub const ORIGIN_MSG_ID: &str = "Switchyard-Origin-Msg-Id";
+    /// On a replayed message (and on the dead letter it may become again): the `DLQ` sequence of
+    /// the letter it replays.
+    pub const REPLAY_OF: &str = "Switchyard-Replay-Of";
+
+    /// Whether a header is one of the dead-letter headers above (set anew, never copied).
+    pub fn is_dlq_header(name: &str) -> bool {
+        [
+            ORIGIN_STREAM,
+            ORIGIN_SUBJECT,
+            ORIGIN_SEQ,
+            CONSUMER,
+            DELIVERIES,
+            REASON,
+            ERROR,
+            ORIGIN_MSG_ID,
+            REPLAY_OF,
+        ]
+        .iter()
+        .any(|header| header.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The subject and headers of `delivery`'s dead letter, as `durable` on `stream` writes it: the
+/// original's headers (but its `Nats-Msg-Id` and any dead-letter header), where it came from, who
+/// gave up, how often, why, and a message id that makes a repeat a duplicate (one letter per
+/// origin message and consumer, and per replay of it).
+pub fn letter(
+    stream: &str,
+    durable: &str,
+    delivery: &crate::consumer::Delivery,
+    reason: &str,
+    error: &str,
+) -> (String, async_nats::HeaderMap) {
+    use headers::*;
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(original) = &delivery.headers {
+        for (name, values) in original.iter() {
+            let name: &str = name.as_ref();
+            if name.eq_ignore_ascii_case(async_nats::header::NATS_MESSAGE_ID.as_ref()) || is_dlq_header(name)
+            {
+                continue;
+            }
+            for value in values {
+                headers.append(name, value.as_str());
+            }
+        }
+    }
+    // The original event's message id: on a replay, the one it carried from its letter.
+    let origin_msg_id = delivery
+        .header(ORIGIN_MSG_ID)
+        .or_else(|| delivery.header(async_nats::header::NATS_MESSAGE_ID.as_ref()));
+    if let Some(id) = origin_msg_id {
+        headers.insert(ORIGIN_MSG_ID, id);
+    }
+    if let Some(letter) = delivery.replay_of {
+        headers.insert(REPLAY_OF, letter.to_string().as_str());
+    }
+    headers.insert(ORIGIN_STREAM, stream);
+    headers.insert(ORIGIN_SUBJECT, delivery.subject.as_str());
+    headers.insert(ORIGIN_SEQ, delivery.stream_seq.to_string().as_str());
+    headers.insert(CONSUMER, durable);
+    headers.insert(DELIVERIES, delivery.delivered.to_string().as_str());
+    headers.insert(REASON, reason);
+    let error_line: String = error.chars().filter(|c| !c.is_control()).take(1000).collect();
+    headers.insert(ERROR, error_line.as_str());
+    // One dead letter per origin message and consumer (and per replay of it), even if this
+    // is repeated.
+    let msg_id = match delivery.replay_of {
+        None => format!("dlq:{}:{}:{}", stream, durable, delivery.stream_seq),
+        Some(letter) => {
+            format!("dlq:{}:{}:{}:replay:{letter}", stream, durable, delivery.stream_seq)
+        }
+    };
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+    (crate::names::dlq_subject(stream, durable), headers)
+}
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,16 +201,16 @@ fn decode(message: StreamMessage) -> DeadLetter {
     DeadLetter {
         seq: message.sequence,
         subject: message.subject.to_string(),
-        origin_stream: header(&headers, dlq_headers::ORIGIN_STREAM),
-        origin_subject: header(&headers, dlq_headers::ORIGIN_SUBJECT),
-        origin_seq: header(&headers, dlq_headers::ORIGIN_SEQ).parse().unwrap_or(0),
-        consumer: header(&headers, dlq_headers::CONSUMER),
-        deliveries: header(&headers, dlq_headers::DELIVERIES).parse().unwrap_or(0),
-        reason: header(&headers, dlq_headers::REASON),
-        error: header(&headers, dlq_headers::ERROR),
+        origin_stream: header(&headers, headers::ORIGIN_STREAM),
+        origin_subject: header(&headers, headers::ORIGIN_SUBJECT),
+        origin_seq: header(&headers, headers::ORIGIN_SEQ).parse().unwrap_or(0),
+        consumer: header(&headers, headers::CONSUMER),
+        deliveries: header(&headers, headers::DELIVERIES).parse().unwrap_or(0),
+        reason: header(&headers, headers::REASON),
+        error: header(&headers, headers::ERROR),
         dead_lettered_at: crate::time::format_rfc3339(message.time),
         payload: String::from_utf8_lossy(&message.payload).into_owned(),
-        replay_of: header(&headers, dlq_headers::REPLAY_OF).parse().ok(),
+        replay_of: header(&headers, headers::REPLAY_OF).parse().ok(),
         raw_payload: message.payload,
         headers,
     }
@@ -162,24 +256,26 @@ pub async fn replay(js: &jetstream::Context, seq: u64) -> Result<Replayed, DlqEr
     let mut headers = HeaderMap::new();
     for (name, values) in letter.headers.iter() {
         let name: &str = name.as_ref();
-        if name.starts_with("Switchyard-") || name.eq_ignore_ascii_case("Nats-Msg-Id") {
+        if name.starts_with("Switchyard-")
+            || name.eq_ignore_ascii_case(async_nats::header::NATS_MESSAGE_ID.as_ref())
+        {
             continue;
         }
         for value in values {
             headers.append(name, value.as_str());
         }
     }
-    headers.insert(dlq_headers::ORIGIN_STREAM, letter.origin_stream.as_str());
-    headers.insert(dlq_headers::ORIGIN_SUBJECT, letter.origin_subject.as_str());
-    headers.insert(dlq_headers::ORIGIN_SEQ, letter.origin_seq.to_string().as_str());
-    let origin_id = header(&letter.headers, dlq_headers::ORIGIN_MSG_ID);
+    headers.insert(headers::ORIGIN_STREAM, letter.origin_stream.as_str());
+    headers.insert(headers::ORIGIN_SUBJECT, letter.origin_subject.as_str());
+    headers.insert(headers::ORIGIN_SEQ, letter.origin_seq.to_string().as_str());
+    let origin_id = header(&letter.headers, headers::ORIGIN_MSG_ID);
     if !origin_id.is_empty() {
-        headers.insert(dlq_headers::ORIGIN_MSG_ID, origin_id.as_str());
+        headers.insert(headers::ORIGIN_MSG_ID, origin_id.as_str());
     }
-    headers.insert(dlq_headers::REPLAY_OF, seq.to_string().as_str());
+    headers.insert(headers::REPLAY_OF, seq.to_string().as_str());
     // One copy per letter in REPLAY, even if a replay is repeated after a lost ack.
     let msg_id = format!("replay:{}:{}:{}:{seq}", letter.origin_stream, letter.consumer, letter.origin_seq);
-    headers.insert("Nats-Msg-Id", msg_id.as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
     let subject = names::replay_subject(&letter.origin_stream, &letter.consumer, &letter.origin_subject);
     let mut dlq = stream(js).await?;
     let dlq_last_seq = dlq.info().await.map_err(|e| DlqError::JetStream(e.to_string()))?.state.last_sequence;

@@ -43,6 +43,7 @@
 
 #![warn(missing_docs, rustdoc::broken_intra_doc_links, rustdoc::private_intra_doc_links)]
 
+pub mod backoff;
 pub mod breaker;
 pub mod client;
 pub mod config;

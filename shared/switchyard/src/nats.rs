@@ -32,15 +32,6 @@ pub enum ConnectError {
     },
 }
 
-/// Longest wait between two reconnect attempts.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
-
-/// Reconnect delay for the given attempt: 100 ms doubling up to 5 s.
-pub fn reconnect_delay(attempt: usize) -> Duration {
-    let exp = attempt.min(16) as u32;
-    Duration::from_millis(100u64.saturating_mul(1u64 << exp)).min(MAX_RECONNECT_DELAY)
-}
-
 /// Connects to NATS as `<service>-<instance>`, with the flags' credentials.
 ///
 /// The first attempt must succeed (a wrong URL fails fast at start-up); after that, the client
@@ -65,7 +56,7 @@ pub async fn connect(args: &NatsArgs, service: &str, instance: &str) -> Result<C
         .name(name)
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .reconnect_delay_callback(reconnect_delay)
+        .reconnect_delay_callback(crate::backoff::delay)
         .event_callback(move |event| {
             let name = log_name.clone();
             async move {
@@ -130,14 +121,5 @@ mod tests {
         let text = crate::telemetry::error_chain(&err);
         assert!(text.contains("nats://ops:***@127.0.0.1:"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
-    }
-
-    #[test]
-    fn reconnect_delay_doubles_and_is_capped() {
-        assert_eq!(reconnect_delay(0), Duration::from_millis(100));
-        assert_eq!(reconnect_delay(1), Duration::from_millis(200));
-        assert_eq!(reconnect_delay(3), Duration::from_millis(800));
-        assert_eq!(reconnect_delay(10), MAX_RECONNECT_DELAY);
-        assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
     }
 }

@@ -228,7 +228,7 @@ impl Relay {
                 }
                 Err(err) => {
                     failures += 1;
-                    let delay = crate::nats::reconnect_delay(failures);
+                    let delay = crate::backoff::delay(failures);
                     tracing::warn!(error = %err, retry_in = ?delay, "outbox relay round failed");
                     delay
                 }
@@ -309,7 +309,7 @@ impl Relay {
                     headers.insert(name.as_str(), value.as_str());
                 }
             }
-            headers.insert("Nats-Msg-Id", row.event_id.as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, row.event_id.as_str());
             let sent = self
                 .js
                 .publish_with_headers(row.subject.clone(), headers, row.payload.clone().into_bytes().into())

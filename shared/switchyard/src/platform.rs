@@ -88,7 +88,7 @@ impl Platform {
                 Err(err @ (StreamError::Missing { .. } | StreamError::JetStream { .. }))
                     if tokio::time::Instant::now() < deadline =>
                 {
-                    let delay = crate::nats::reconnect_delay(attempt + 3);
+                    let delay = crate::backoff::delay(attempt + 3);
                     tracing::warn!(error = %err, retry_in = ?delay, "waiting for the streams");
                     tokio::time::sleep(delay).await;
                     attempt += 1;

@@ -299,3 +299,22 @@ pub async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<D
         }
     }
 }
+
+// The flags that describe the streams, turned into settings here, next to them.
+impl crate::config::StreamShapeArgs {
+    /// The stream settings these flags describe.
+    pub fn settings(&self) -> StreamSettings {
+        StreamSettings {
+            replicas: usize::from(self.stream_replicas),
+            duplicate_window: self.duplicate_window,
+            ..Default::default()
+        }
+    }
+}
+
+impl crate::config::StreamArgs {
+    /// The stream settings these flags describe.
+    pub fn settings(&self) -> StreamSettings {
+        self.shape.settings()
+    }
+}

@@ -202,7 +202,7 @@ async fn get_order(
     match state.orders.get(id).await {
         Ok(Some(order)) => Ok(JsonLine(order)),
         Ok(None) => Err(ApiError::NotFound),
-        Err(err) => Err(ApiError::Internal(format!("{err:?}"))),
+        Err(err) => Err(ApiError::Internal(switchyard::telemetry::error_chain(&err))),
     }
 }
 
@@ -225,7 +225,7 @@ async fn cancel_order(
     match state.orders.cancel(id, reason).await {
         Ok(order) => Ok(JsonLine(order)),
         Err(CancelError::NotFound) => Err(ApiError::NotFound),
-        Err(CancelError::Store(err)) => Err(ApiError::Internal(format!("{err:?}"))),
+        Err(CancelError::Store(err)) => Err(ApiError::Internal(switchyard::telemetry::error_chain(&err))),
     }
 }
 
@@ -237,7 +237,7 @@ async fn order_events(State(state): State<AppState>, Path(id): Path<String>) -> 
     match state.orders.get(id).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(ApiError::NotFound),
-        Err(err) => return Err(ApiError::Internal(format!("{err:?}"))),
+        Err(err) => return Err(ApiError::Internal(switchyard::telemetry::error_chain(&err))),
     }
     let stream = state
         .js
@@ -262,7 +262,7 @@ async fn order_events(State(state): State<AppState>, Path(id): Path<String>) -> 
     let events = messages.filter_map(|message| async move {
         let message = message.ok()?;
         let seq = message.info().map(|info| info.stream_sequence).unwrap_or_default();
-        let kind = message.subject.split('.').nth(2).unwrap_or("event").to_string();
+        let kind = names::order_event_kind(&message.subject).unwrap_or("event").to_string();
         let data = String::from_utf8_lossy(&message.payload).into_owned();
         Some(Ok::<_, std::convert::Infallible>(
             SseEvent::default().event(kind).id(seq.to_string()).data(data),

@@ -1,0 +1,46 @@
+//! email-service's persistence: which confirmations went out.
+
+use sqlx::{AnyConnection, AnyPool};
+
+/// One sent confirmation.
+#[derive(Debug)]
+pub struct Sent<'a> {
+    /// The order it confirms (one confirmation per order).
+    pub order_id: &'a str,
+    /// Where it went.
+    pub recipient: &'a str,
+    /// Its stable `Message-ID`.
+    pub message_id: &'a str,
+    /// `file` or `smtp`.
+    pub transport: &'a str,
+}
+
+/// Confirmations recorded as sent.
+pub async fn sent_count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM emails").fetch_one(pool).await
+}
+
+/// Whether the order's confirmation was recorded as sent.
+pub async fn was_sent(pool: &AnyPool, order_id: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<String> = sqlx::query_scalar("SELECT order_id FROM emails WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// Records a sent confirmation inside `tx`; false when the order's was recorded before.
+pub async fn record_sent(tx: &mut AnyConnection, sent: &Sent<'_>) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(sent.order_id)
+    .bind(sent.recipient)
+    .bind(sent.message_id)
+    .bind(sent.transport)
+    .bind(switchyard::time::now_rfc3339())
+    .execute(&mut *tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}

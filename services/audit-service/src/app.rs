@@ -4,7 +4,9 @@ use clap::{Parser, Subcommand};
 use contracts::HistoryRequest;
 use contracts::names;
 use switchyard::config::{CommonArgs, ConsumerArgs};
-use switchyard::consumer::{Consumer, ConsumerError, ConsumerSpec};
+use switchyard::consumer::{Consumer, ConsumerError};
+
+use crate::events::consumer_spec;
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::platform::{Platform, PlatformError};
 use switchyard::shutdown::Shutdown;
@@ -57,11 +59,6 @@ pub enum AppError {
     Micro(#[from] MicroError),
     #[error("replay failed")]
     Replay(#[from] ReplayError),
-}
-
-/// The `audit` consumer: every order event.
-pub fn consumer_spec() -> ConsumerSpec {
-    ConsumerSpec::new(names::ORDERS_STREAM, names::AUDIT_CONSUMER, vec![names::ORDERS_STREAM_SUBJECTS.into()])
 }
 
 /// A running audit service.

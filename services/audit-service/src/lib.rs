@@ -3,9 +3,12 @@
 //! `audit.history`, and `audit-service replay` to rebuild the trail from the stream.
 
 pub mod app;
+pub mod events;
+pub mod store;
 pub mod trail;
 
 pub use app::{App, AppError, Command, Config};
+pub use events::consumer_spec;
 
 use switchyard::db::{Migration, Migrations};
 

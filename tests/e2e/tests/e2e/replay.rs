@@ -60,6 +60,22 @@ async fn a_letter_from_an_smtp_outage_goes_back_to_email_alone_which_sends_it_on
     assert_eq!((replayed.consumer.as_str(), replayed.letter), ("email", letter.seq));
     let outcome = dlq::outcome(&stack.js, &replayed, Duration::from_secs(30)).await.expect("outcome");
     assert_eq!(outcome, Outcome::Applied);
+    // The replay went out under a message id of its own, the original's kept beside it: no
+    // duplicate window can swallow it as a repeat of the original.
+    let replay = stack
+        .js
+        .get_stream(names::REPLAY_STREAM)
+        .await
+        .expect("REPLAY")
+        .get_raw_message(replayed.replay_seq)
+        .await
+        .expect("the replayed message");
+    let header = |name: &str| replay.headers.get(name).map(|v| v.as_str().to_string());
+    let (replay_id, original_id) = (
+        header(async_nats::header::NATS_MESSAGE_ID.as_ref()).expect("a message id"),
+        header(dlq::headers::ORIGIN_MSG_ID).expect("the original's message id"),
+    );
+    assert!(replay_id.starts_with("replay:") && replay_id != original_id, "{replay_id} vs {original_id}");
 
     // Email sent it once (one message received by the server), recorded it, said so once.
     stack.wait_events("events.orders.confirmation_sent.*", 1).await;

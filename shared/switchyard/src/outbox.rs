@@ -393,9 +393,10 @@ impl Relay {
         let now = crate::time::now_unix_millis();
         let mut tx = self.db.begin_write().await?;
         // One statement per batch: each row's stream sequence is in the relay's log, not needed here.
+        // A sent row keeps `claimed_by`: the relay that published it.
         if !published.is_empty() {
             let sql = format!(
-                "UPDATE outbox SET sent_at_ms = $1, claimed_by = NULL, claimed_until = NULL WHERE id IN ({})",
+                "UPDATE outbox SET sent_at_ms = $1, claimed_until = NULL WHERE id IN ({})",
                 crate::db::placeholders(2, published.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);

@@ -50,12 +50,8 @@ async fn nodes_serving(cluster: &NatsCluster, prefix: &str, skip: Option<usize>)
     found
 }
 
-async fn survive_losing(victim_kind: Victim) {
-    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
-    let mut cluster = NatsCluster::start(3, "");
-    let urls = cluster.urls();
-
-    // Wait until the cluster has a JetStream meta leader: an R3 stream can be created.
+/// Waits until the cluster has a JetStream meta leader: an R3 stream can be created.
+pub async fn wait_for_replicated_streams(cluster: &NatsCluster) {
     let probe = async_nats::ConnectOptions::new().connect(cluster.nodes[1].url()).await.unwrap();
     let probe_js = jetstream::new(probe.clone());
     eventually(Duration::from_secs(60), "the cluster to accept an R3 stream", || async {
@@ -69,6 +65,14 @@ async fn survive_losing(victim_kind: Victim) {
     })
     .await;
     probe_js.delete_stream("PROBE").await.unwrap();
+}
+
+async fn survive_losing(victim_kind: Victim) {
+    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
+    let mut cluster = NatsCluster::start(3, "");
+    let urls = cluster.urls();
+
+    wait_for_replicated_streams(&cluster).await;
 
     let data = TestDatabase::sqlite();
     let data_dir =

@@ -124,40 +124,10 @@ impl Stack {
         self.data.path().join("emails")
     }
 
-    /// Messages the broker delivered to each client named `<service>-<instance>` on its inbox
-    /// own inbox subscriptions (a pull consumer's deliveries arrive there; the client's wildcard
-    /// inbox for request replies and publish acks is left out), one figure per connection, read
-    /// from the server's `/connz`: the broker's own count of who got what.
+    /// Messages the broker delivered to each client of `service` (see [`inbox_deliveries`]).
     pub async fn inbox_deliveries(&self, service: &str) -> Vec<u64> {
-        let monitor = self.nats.monitor_url().expect("the test server has a monitoring port");
-        let connz: Value = reqwest::get(format!("{monitor}/connz?subs=detail&limit=1024"))
+        inbox_deliveries(&[self.nats.monitor_url().expect("the test server has a monitoring port")], service)
             .await
-            .expect("connz answers")
-            .json()
-            .await
-            .expect("connz is JSON");
-        let prefix = format!("{service}-");
-        connz["connections"]
-            .as_array()
-            .expect("connz lists connections")
-            .iter()
-            .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix)))
-            .map(|c| {
-                c["subscriptions_list_detail"]
-                    .as_array()
-                    .map(|subs| {
-                        subs.iter()
-                            .filter(|s| {
-                                s["subject"]
-                                    .as_str()
-                                    .is_some_and(|s| s.starts_with("_INBOX") && !s.ends_with('*'))
-                            })
-                            .filter_map(|s| s["msgs"].as_u64())
-                            .sum()
-                    })
-                    .unwrap_or(0)
-            })
-            .collect()
     }
 
     /// Starts another inventory-service instance.
@@ -332,4 +302,42 @@ async fn spawn(secure: bool, postgres: bool) -> Stack {
         app.run_until_stopped(s).await.expect("order-service runs and stops cleanly");
     }));
     stack
+}
+
+/// Messages the broker delivered to each client named `<service>-<instance>` on its own inbox
+/// subscriptions (a pull consumer's deliveries arrive there; the client's wildcard inbox for
+/// request replies and publish acks is left out), one figure per connection, read from each
+/// server's `/connz` (a cluster's nodes each know their own clients): the broker's own count of
+/// who got what.
+pub async fn inbox_deliveries(monitors: &[String], service: &str) -> Vec<u64> {
+    let prefix = format!("{service}-");
+    let mut found = Vec::new();
+    for monitor in monitors {
+        let connz: Value = reqwest::get(format!("{monitor}/connz?subs=detail&limit=1024"))
+            .await
+            .expect("connz answers")
+            .json()
+            .await
+            .expect("connz is JSON");
+        for connection in connz["connections"].as_array().expect("connz lists connections") {
+            if !connection["name"].as_str().is_some_and(|n| n.starts_with(&prefix)) {
+                continue;
+            }
+            let delivered = connection["subscriptions_list_detail"]
+                .as_array()
+                .map(|subs| {
+                    subs.iter()
+                        .filter(|s| {
+                            s["subject"]
+                                .as_str()
+                                .is_some_and(|s| s.starts_with("_INBOX") && !s.ends_with('*'))
+                        })
+                        .filter_map(|s| s["msgs"].as_u64())
+                        .sum()
+                })
+                .unwrap_or(0);
+            found.push(delivered);
+        }
+    }
+    found
 }

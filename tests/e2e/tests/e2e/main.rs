@@ -7,3 +7,4 @@ mod permissions;
 mod polyglot;
 mod replay;
 mod scale;
+mod scaleout;

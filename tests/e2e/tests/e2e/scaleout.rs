@@ -4,6 +4,7 @@
 //! consumer share its durable, and a few thousand orders reconcile exactly.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -20,61 +21,149 @@ const PLAIN: usize = 1800;
 const KEYED: usize = 100;
 const STOCK: i64 = 100_000;
 
+/// A service kind of the fleet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Inventory,
+    Email,
+    Audit,
+    Orders,
+}
+
+/// One running instance.
+struct Instance {
+    kind: Kind,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+    /// order-service's `/orders` URL.
+    base: Option<String>,
+}
+
+/// Instances of every service on one cluster, each kind on its own Postgres database, and the
+/// order-service URLs a load balancer would send to.
+struct Fleet {
+    urls: String,
+    dbs: [TestDatabase; 4],
+    data: switchyard::testkit::TempDir,
+    instances: Vec<Instance>,
+    balancer: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fleet {
+    async fn new(cluster: &NatsCluster) -> Fleet {
+        Fleet {
+            urls: cluster.urls(),
+            dbs: [
+                TestDatabase::postgres().await,
+                TestDatabase::postgres().await,
+                TestDatabase::postgres().await,
+                TestDatabase::postgres().await,
+            ],
+            data: switchyard::testkit::temp_dir(),
+            instances: Vec::new(),
+            balancer: Arc::default(),
+        }
+    }
+
+    fn db(&self, kind: Kind) -> &TestDatabase {
+        &self.dbs[kind as usize]
+    }
+
+    fn args(&self, name: &str, kind: Kind) -> Vec<String> {
+        let mut args: Vec<String> = vec![name.into()];
+        args.extend(
+            ["--nats-url", &self.urls, "--database-url", self.db(kind).url(), "--stream-replicas", "3"]
+                .map(String::from),
+        );
+        args.extend([
+            "--declare-streams".to_string(),
+            "--data-dir".into(),
+            self.data.path().display().to_string(),
+        ]);
+        args
+    }
+
+    /// Starts an instance of `kind` and, for order-service, puts it behind the balancer once it
+    /// answers `/health/ready`.
+    async fn start(&mut self, kind: Kind) {
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let (task, base) = match kind {
+            Kind::Inventory => {
+                let config = inventory_service::Config::parse_from(self.args("inventory-service", kind));
+                let app = inventory_service::App::build(config).await.expect("inventory-service");
+                (tokio::spawn(app.run_until_stopped(stop)), None)
+            }
+            Kind::Email => {
+                let config = email_service::Config::parse_from(self.args("email-service", kind));
+                let app = email_service::App::build(config).await.expect("email-service");
+                (tokio::spawn(app.run_until_stopped(stop)), None)
+            }
+            Kind::Audit => {
+                let config = audit_service::Config::parse_from(self.args("audit-service", kind));
+                let app = audit_service::App::build(config).await.expect("audit-service");
+                (tokio::spawn(app.run_until_stopped(stop)), None)
+            }
+            Kind::Orders => {
+                let mut args = self.args("order-service", kind);
+                args.extend(
+                    ["--http-addr", "127.0.0.1:0", "--breaker-volume-threshold", "100000"].map(String::from),
+                );
+                let config = order_service::Config::parse_from(args);
+                let app = order_service::App::build(config).await.expect("order-service");
+                let base = format!("http://127.0.0.1:{}", app.port());
+                let task = tokio::spawn(async move {
+                    app.run_until_stopped(stop).await.expect("order-service runs and stops cleanly");
+                });
+                eventually(Duration::from_secs(30), "the new order-service to be ready", || async {
+                    let ready = reqwest::get(format!("{base}/health/ready")).await;
+                    ready.is_ok_and(|r| r.status().is_success())
+                })
+                .await;
+                let base = format!("{base}/orders");
+                self.balancer.lock().expect("balancer").push(base.clone());
+                (task, Some(base))
+            }
+        };
+        self.instances.push(Instance { kind, shutdown, task, base });
+    }
+
+    /// Stops the oldest instance of `kind` as SIGTERM would, after taking it out of the balancer.
+    async fn stop_oldest(&mut self, kind: Kind) {
+        let index = self.instances.iter().position(|i| i.kind == kind).expect("an instance of the kind");
+        let instance = self.instances.remove(index);
+        if let Some(base) = &instance.base {
+            self.balancer.lock().expect("balancer").retain(|b| b != base);
+        }
+        instance.shutdown.trigger();
+        joined(instance.task, "an instance to stop").await;
+    }
+
+    async fn stop_all(&mut self) {
+        for instance in self.instances.drain(..) {
+            instance.shutdown.trigger();
+            joined(instance.task, "a service to stop").await;
+        }
+    }
+}
+
+const KINDS: [Kind; 4] = [Kind::Inventory, Kind::Email, Kind::Audit, Kind::Orders];
+
 #[tokio::test]
 async fn two_instances_of_every_service_on_postgres_and_a_cluster_reconcile_exactly() {
     switchyard::telemetry::init(switchyard::config::LogFormat::Text);
     let cluster = NatsCluster::start(3, "");
     wait_for_replicated_streams(&cluster).await;
-    let urls = cluster.urls();
-    let (inventory_db, orders_db, email_db, audit_db) = (
-        TestDatabase::postgres().await,
-        TestDatabase::postgres().await,
-        TestDatabase::postgres().await,
-        TestDatabase::postgres().await,
-    );
-    let data = switchyard::testkit::temp_dir();
-    let args = |name: &str, db: &TestDatabase| {
-        let mut args: Vec<String> = vec![name.into()];
-        args.extend(
-            ["--nats-url", &urls, "--database-url", db.url(), "--stream-replicas", "3", "--declare-streams"]
-                .map(String::from),
-        );
-        args.extend(["--data-dir".to_string(), data.path().display().to_string()]);
-        args
-    };
-    let shutdown = Shutdown::new();
-    let mut tasks = Vec::new();
-    let mut bases = Vec::new();
+    let mut fleet = Fleet::new(&cluster).await;
     for _ in 0..2 {
-        let inventory = inventory_service::App::build(inventory_service::Config::parse_from(args(
-            "inventory-service",
-            &inventory_db,
-        )))
-        .await
-        .expect("inventory-service");
-        tasks.push(tokio::spawn(inventory.run_until_stopped(shutdown.clone())));
-        let email =
-            email_service::App::build(email_service::Config::parse_from(args("email-service", &email_db)))
-                .await
-                .expect("email-service");
-        tasks.push(tokio::spawn(email.run_until_stopped(shutdown.clone())));
-        let audit =
-            audit_service::App::build(audit_service::Config::parse_from(args("audit-service", &audit_db)))
-                .await
-                .expect("audit-service");
-        tasks.push(tokio::spawn(audit.run_until_stopped(shutdown.clone())));
-        let mut order_args = args("order-service", &orders_db);
-        order_args
-            .extend(["--http-addr", "127.0.0.1:0", "--breaker-volume-threshold", "100000"].map(String::from));
-        let orders = order_service::App::build(order_service::Config::parse_from(order_args))
-            .await
-            .expect("order-service");
-        bases.push(format!("http://127.0.0.1:{}/orders", orders.port()));
-        let stop = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            orders.run_until_stopped(stop).await.expect("order-service runs and stops cleanly");
-        }));
+        for kind in KINDS {
+            fleet.start(kind).await;
+        }
     }
+    let bases = fleet.balancer.lock().expect("balancer").clone();
+    let urls = fleet.urls.clone();
+    let (inventory_db, orders_db, email_db, audit_db) =
+        (fleet.db(Kind::Inventory), fleet.db(Kind::Orders), fleet.db(Kind::Email), fleet.db(Kind::Audit));
 
     let client =
         switchyard::nats::connect(&switchyard::config::NatsArgs::plain(urls.clone()), "test", "scaleout")
@@ -195,8 +284,153 @@ async fn two_instances_of_every_service_on_postgres_and_a_cluster_reconcile_exac
         3 * accepted,
         splits.join(", ")
     );
-    shutdown.trigger();
-    for task in tasks {
-        joined(task, "a service to stop").await;
+    fleet.stop_all().await;
+}
+
+/// Waits until `ORDERS` holds at least `count` created events: orders are flowing.
+async fn created_at_least(js: &jetstream::Context, count: u64) {
+    eventually(Duration::from_secs(60), "orders to flow", || async {
+        try_subject_count(js, names::ORDERS_STREAM, "events.orders.created.*").await.is_ok_and(|n| n >= count)
+    })
+    .await;
+}
+
+/// The operations guide's rolling restart, under load: with two instances of every service, each
+/// instance in turn is taken out (order-service first out of the balancer), stopped as SIGTERM
+/// stops it, replaced by a new one that is ready before the next goes. Orders flow the whole time
+/// through whichever order-service instances the balancer holds: none fails, none is lost or
+/// doubled.
+#[tokio::test]
+async fn a_rolling_restart_of_every_service_under_load_fails_no_order_and_loses_no_effect() {
+    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
+    let cluster = NatsCluster::start(3, "");
+    wait_for_replicated_streams(&cluster).await;
+    let mut fleet = Fleet::new(&cluster).await;
+    for _ in 0..2 {
+        for kind in KINDS {
+            fleet.start(kind).await;
+        }
     }
+    let client = switchyard::nats::connect(
+        &switchyard::config::NatsArgs::plain(fleet.urls.clone()),
+        "test",
+        "rolling",
+    )
+    .await
+    .expect("connect");
+    let js = jetstream::new(client.clone());
+    let requests = switchyard::client::RequestClient::new(client.clone(), Duration::from_secs(5));
+    let _: contracts::RestockReply = requests
+        .request(
+            names::INVENTORY_RESTOCK,
+            &contracts::RestockRequest { sku: "BULK".into(), quantity: STOCK as u32 },
+        )
+        .await
+        .expect("restock");
+
+    // The load: 8 clients posting orders back to back, round robin over the balancer's list, each
+    // order with its own Idempotency-Key. A client does what the API asks of it: a 503 (with
+    // Retry-After) or a connection closed under it is sent again with the same key, up to 10
+    // times; a retried order must still be exactly one order. Every retry is counted and shown.
+    let stop_load = Shutdown::new();
+    let http = reqwest::Client::new();
+    let mut load = Vec::new();
+    for lane in 0..8 {
+        let (http, balancer, stop) = (http.clone(), fleet.balancer.clone(), stop_load.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ids, mut failed, mut retried) = (Vec::new(), Vec::new(), Vec::new());
+            let mut n = lane;
+            while !stop.is_triggered() {
+                let body = serde_json::json!({ "user_id": format!("r{n}"), "email": "u@example.com", "items": [{ "sku": "BULK", "quantity": 1 }] });
+                let mut outcome = None;
+                for attempt in 0..10 {
+                    let base = {
+                        let bases = balancer.lock().expect("balancer");
+                        bases[(n + attempt) % bases.len()].clone()
+                    };
+                    let sent = http.post(&base).header("Idempotency-Key", format!("roll-{n}")).json(&body).send().await;
+                    match sent {
+                        Ok(response) if response.status().as_u16() == 201 => {
+                            let order: serde_json::Value = response.json().await.expect("order json");
+                            outcome = Some(Ok(order["id"].as_str().expect("id").to_string()));
+                            break;
+                        }
+                        Ok(response) if response.status().as_u16() == 503 => {
+                            retried.push(response.text().await.unwrap_or_default());
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Ok(response) => {
+                            let status = response.status();
+                            outcome = Some(Err(format!("{status} {}", response.text().await.unwrap_or_default())));
+                            break;
+                        }
+                        Err(err) => retried.push(format!("{base}: {err}")),
+                    }
+                }
+                match outcome {
+                    Some(Ok(id)) => ids.push(id),
+                    Some(Err(err)) => failed.push(err),
+                    None => failed.push(format!("order {n}: no answer in 10 attempts")),
+                }
+                n += 8;
+            }
+            (ids, failed, retried)
+        }));
+    }
+    created_at_least(&js, 50).await;
+
+    // The roll: each kind in turn, each of its two instances in turn.
+    let started = Instant::now();
+    for kind in KINDS {
+        for _ in 0..2 {
+            fleet.stop_oldest(kind).await;
+            fleet.start(kind).await;
+        }
+    }
+    let rolled = started.elapsed();
+    let created_at_end =
+        try_subject_count(&js, names::ORDERS_STREAM, "events.orders.created.*").await.unwrap_or(0);
+    created_at_least(&js, created_at_end + 50).await;
+    stop_load.trigger();
+    let (mut ids, mut failed, mut retried, mut answers) = (HashSet::new(), Vec::new(), Vec::new(), 0);
+    for lane in load {
+        let (lane_ids, lane_failed, lane_retried) = joined(lane, "a load client").await;
+        answers += lane_ids.len();
+        ids.extend(lane_ids);
+        failed.extend(lane_failed);
+        retried.extend(lane_retried);
+    }
+    assert!(failed.is_empty(), "failed orders during the rolling restart: {failed:?}");
+    assert_eq!(ids.len(), answers, "every order is its own, retried or not");
+    let accepted = ids.len() as u64;
+    eventually(Duration::from_secs(120), "every consumer to apply every event", || async {
+        let events = |filter| try_subject_count(&js, names::ORDERS_STREAM, filter);
+        events("events.orders.created.*").await == Ok(accepted)
+            && events("events.orders.stock_committed.*").await == Ok(accepted)
+            && events("events.orders.confirmation_sent.*").await == Ok(accepted)
+            && try_count(fleet.db(Kind::Audit).url(), "SELECT COUNT(*) FROM audit_events").await.ok()
+                == Some(3 * accepted as i64)
+    })
+    .await;
+    let (orders_db, inventory_db) = (fleet.db(Kind::Orders).url(), fleet.db(Kind::Inventory).url());
+    assert_eq!(count(orders_db, "SELECT COUNT(*) FROM orders").await, accepted as i64);
+    assert_eq!(count(orders_db, "SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").await, 0);
+    assert_eq!(
+        count(inventory_db, "SELECT COUNT(*) FROM inbox WHERE consumer = 'inventory'").await,
+        accepted as i64
+    );
+    assert_eq!(count(fleet.db(Kind::Email).url(), "SELECT COUNT(*) FROM emails").await, accepted as i64);
+    assert_eq!(
+        count(inventory_db, "SELECT available FROM stock WHERE sku = 'BULK'").await,
+        STOCK - accepted as i64
+    );
+    assert_eq!(dlq::list(&js, 10).await.expect("dlq").len(), 0, "no dead letters");
+    println!(
+        "rolling restart: 8 instances (2 of each service) restarted one at a time in {rolled:?} under load; \
+         {accepted} orders accepted, 0 failed, {} requests retried with their key {retried:?}; created = \
+         commits = emails = {accepted}, {} audit rows, outbox drained, 0 dead letters",
+        retried.len(),
+        3 * accepted
+    );
+    fleet.stop_all().await;
 }

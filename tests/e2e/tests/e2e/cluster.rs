@@ -233,3 +233,90 @@ async fn survive_losing(victim_kind: Victim) {
         task.await.unwrap();
     }
 }
+
+/// Day one on a cluster: a fresh 3-node cluster (still electing its JetStream leader) and the
+/// four services started at the same instant, all declaring the R3 streams at once. Each waits
+/// for JetStream and retries with backoff until `--startup-timeout`; every one becomes ready,
+/// ten times in a row.
+#[tokio::test]
+async fn services_started_at_once_on_a_fresh_cluster_all_become_ready_ten_times_in_a_row() {
+    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
+    let mut took = Vec::new();
+    for round in 0..10 {
+        let cluster = NatsCluster::start(3, "");
+        let urls = cluster.urls();
+        let data = switchyard::testkit::temp_dir();
+        let dbs =
+            [TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite()];
+        let args = |name: &str, db: &TestDatabase| {
+            let mut args: Vec<String> = vec![name.into()];
+            args.extend(
+                [
+                    "--nats-url",
+                    &urls,
+                    "--database-url",
+                    db.url(),
+                    "--stream-replicas",
+                    "3",
+                    "--declare-streams",
+                ]
+                .map(String::from),
+            );
+            args.extend(["--data-dir".to_string(), data.path().display().to_string()]);
+            args
+        };
+        let mut order_args = args("order-service", &dbs[3]);
+        order_args.extend(["--http-addr".to_string(), "127.0.0.1:0".to_string()]);
+        let started = Instant::now();
+        let (inventory, email, audit, orders) = tokio::join!(
+            inventory_service::App::build(inventory_service::Config::parse_from(args(
+                "inventory-service",
+                &dbs[0]
+            ))),
+            email_service::App::build(email_service::Config::parse_from(args("email-service", &dbs[1]))),
+            audit_service::App::build(audit_service::Config::parse_from(args("audit-service", &dbs[2]))),
+            order_service::App::build(order_service::Config::parse_from(order_args)),
+        );
+        let (inventory, email, audit, orders) = (
+            inventory.unwrap_or_else(|e| panic!("round {round}: inventory-service: {e}")),
+            email.unwrap_or_else(|e| panic!("round {round}: email-service: {e}")),
+            audit.unwrap_or_else(|e| panic!("round {round}: audit-service: {e}")),
+            orders.unwrap_or_else(|e| panic!("round {round}: order-service: {e}")),
+        );
+        let shutdown = Shutdown::new();
+        let ready = format!("http://127.0.0.1:{}/health/ready", orders.port());
+        let stop = shutdown.clone();
+        let tasks = vec![
+            tokio::spawn(inventory.run_until_stopped(shutdown.clone())),
+            tokio::spawn(email.run_until_stopped(shutdown.clone())),
+            tokio::spawn(audit.run_until_stopped(shutdown.clone())),
+            tokio::spawn(async move {
+                orders.run_until_stopped(stop).await.expect("order-service runs and stops cleanly");
+            }),
+        ];
+        // Ready: order-service says so, and every micro service answers its PING.
+        let client = async_nats::connect(cluster.nodes[round % 3].url()).await.expect("connect");
+        eventually(Duration::from_secs(60), "every service to be ready", || async {
+            let http_ready = reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success());
+            let mut pinged = true;
+            for name in
+                [names::INVENTORY_SERVICE, names::EMAIL_SERVICE, names::AUDIT_SERVICE, names::ORDERS_SERVICE]
+            {
+                pinged &=
+                    client.request(names::srv_subject("PING", Some(name), None), "".into()).await.is_ok();
+            }
+            http_ready && pinged
+        })
+        .await;
+        took.push(started.elapsed());
+        let js = jetstream::new(client.clone());
+        let mut orders_stream = js.get_stream(names::ORDERS_STREAM).await.expect("ORDERS");
+        let replicas = orders_stream.info().await.expect("info").config.num_replicas;
+        assert_eq!(replicas, 3, "round {round}");
+        shutdown.trigger();
+        for task in tasks {
+            switchyard::testkit::joined(task, "a service to stop").await;
+        }
+    }
+    println!("fresh 3-node cluster, four services started at once: all ready in each of 10 rounds: {took:?}");
+}

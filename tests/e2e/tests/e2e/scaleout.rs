@@ -149,8 +149,9 @@ impl Fleet {
 
 const KINDS: [Kind; 4] = [Kind::Inventory, Kind::Email, Kind::Audit, Kind::Orders];
 
-#[tokio::test]
-async fn two_instances_of_every_service_on_postgres_and_a_cluster_reconcile_exactly() {
+/// A fresh 3-node cluster with two instances of every service, `STOCK` units of `BULK`, and the
+/// test's own JetStream context.
+async fn two_of_everything() -> (NatsCluster, Fleet, jetstream::Context) {
     switchyard::telemetry::init(switchyard::config::LogFormat::Text);
     let cluster = NatsCluster::start(3, "");
     wait_for_replicated_streams(&cluster).await;
@@ -160,24 +161,21 @@ async fn two_instances_of_every_service_on_postgres_and_a_cluster_reconcile_exac
             fleet.start(kind).await;
         }
     }
+    let args = switchyard::config::NatsArgs::plain(fleet.urls.clone());
+    let client = switchyard::nats::connect(&args, "test", "fleet").await.expect("connect");
+    let requests = switchyard::client::RequestClient::new(client.clone(), Duration::from_secs(5));
+    let restock = contracts::RestockRequest { sku: "BULK".into(), quantity: STOCK as u32 };
+    let _: contracts::RestockReply =
+        requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
+    (cluster, fleet, jetstream::new(client))
+}
+
+#[tokio::test]
+async fn two_instances_of_every_service_on_postgres_and_a_cluster_reconcile_exactly() {
+    let (cluster, mut fleet, js) = two_of_everything().await;
     let bases = fleet.balancer.lock().expect("balancer").clone();
-    let urls = fleet.urls.clone();
     let (inventory_db, orders_db, email_db, audit_db) =
         (fleet.db(Kind::Inventory), fleet.db(Kind::Orders), fleet.db(Kind::Email), fleet.db(Kind::Audit));
-
-    let client =
-        switchyard::nats::connect(&switchyard::config::NatsArgs::plain(urls.clone()), "test", "scaleout")
-            .await
-            .expect("connect");
-    let js = jetstream::new(client.clone());
-    let requests = switchyard::client::RequestClient::new(client.clone(), Duration::from_secs(5));
-    let _: contracts::RestockReply = requests
-        .request(
-            names::INVENTORY_RESTOCK,
-            &contracts::RestockRequest { sku: "BULK".into(), quantity: STOCK as u32 },
-        )
-        .await
-        .expect("restock");
 
     // Plain orders, alternating between the two order-service instances, 24 at a time; then one
     // key per pair of requests sent to both instances at once.
@@ -302,31 +300,7 @@ async fn created_at_least(js: &jetstream::Context, count: u64) {
 /// doubled.
 #[tokio::test]
 async fn a_rolling_restart_of_every_service_under_load_fails_no_order_and_loses_no_effect() {
-    switchyard::telemetry::init(switchyard::config::LogFormat::Text);
-    let cluster = NatsCluster::start(3, "");
-    wait_for_replicated_streams(&cluster).await;
-    let mut fleet = Fleet::new(&cluster).await;
-    for _ in 0..2 {
-        for kind in KINDS {
-            fleet.start(kind).await;
-        }
-    }
-    let client = switchyard::nats::connect(
-        &switchyard::config::NatsArgs::plain(fleet.urls.clone()),
-        "test",
-        "rolling",
-    )
-    .await
-    .expect("connect");
-    let js = jetstream::new(client.clone());
-    let requests = switchyard::client::RequestClient::new(client.clone(), Duration::from_secs(5));
-    let _: contracts::RestockReply = requests
-        .request(
-            names::INVENTORY_RESTOCK,
-            &contracts::RestockRequest { sku: "BULK".into(), quantity: STOCK as u32 },
-        )
-        .await
-        .expect("restock");
+    let (_cluster, mut fleet, js) = two_of_everything().await;
 
     // The load: 8 clients posting orders back to back, round robin over the balancer's list, each
     // order with its own Idempotency-Key. A client does what the API asks of it: a 503 (with

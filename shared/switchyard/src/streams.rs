@@ -127,61 +127,60 @@ impl EventStream {
     /// sized by `settings`.
     pub fn config(&self, settings: &StreamSettings) -> stream::Config {
         stream::Config {
-            name: self.name.into(),
-            description: Some(self.description.into()),
-            subjects: self.subjects.iter().map(|s| s.to_string()).collect(),
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            discard: stream::DiscardPolicy::Old,
-            num_replicas: settings.replicas,
             duplicate_window: settings.duplicate_window,
             max_age: settings.max_age,
             max_bytes: settings.max_bytes,
-            max_messages: -1,
             max_message_size: 1024 * 1024,
             allow_direct: true,
-            ..Default::default()
+            ..file_stream(self.name, self.description, self.subjects, settings)
         }
+    }
+}
+
+/// What every stream here shares: file storage, limits retention, the oldest messages discarded
+/// first, no message-count limit, the settings' replicas.
+fn file_stream(
+    name: &str,
+    description: &str,
+    subjects: &[&str],
+    settings: &StreamSettings,
+) -> stream::Config {
+    stream::Config {
+        name: name.into(),
+        description: Some(description.into()),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: settings.replicas,
+        max_messages: -1,
+        ..Default::default()
     }
 }
 
 /// The `DLQ` stream's configuration.
 pub fn dlq_config(settings: &StreamSettings) -> stream::Config {
+    let description = "Dead letters: messages a consumer could not process";
     stream::Config {
-        name: names::DLQ_STREAM.into(),
-        description: Some("Dead letters: messages a consumer could not process".into()),
-        subjects: vec![names::DLQ_STREAM_SUBJECTS.into()],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::Old,
-        num_replicas: settings.replicas,
         duplicate_window: Duration::from_secs(120),
         max_age: settings.max_age,
         max_bytes: settings.max_bytes / 8,
-        max_messages: -1,
         max_message_size: 2 * 1024 * 1024,
         allow_direct: true,
-        ..Default::default()
+        ..file_stream(names::DLQ_STREAM, description, &[names::DLQ_STREAM_SUBJECTS], settings)
     }
 }
 
 /// The `REPLAY` stream's configuration: dead letters on their way back to the one consumer that
 /// failed them (`replay.<stream>.<consumer>.<origin subject>`), kept a week.
 pub fn replay_config(settings: &StreamSettings) -> stream::Config {
+    let description = "Dead letters replayed to the one consumer that failed them";
     stream::Config {
-        name: names::REPLAY_STREAM.into(),
-        description: Some("Dead letters replayed to the one consumer that failed them".into()),
-        subjects: vec![names::REPLAY_STREAM_SUBJECTS.into()],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::Old,
-        num_replicas: settings.replicas,
         duplicate_window: Duration::from_secs(120),
         max_age: Duration::from_secs(7 * 24 * 3600).min(settings.max_age),
         max_bytes: settings.max_bytes / 8,
-        max_messages: -1,
         max_message_size: 2 * 1024 * 1024,
-        ..Default::default()
+        ..file_stream(names::REPLAY_STREAM, description, &[names::REPLAY_STREAM_SUBJECTS], settings)
     }
 }
 

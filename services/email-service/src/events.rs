@@ -71,7 +71,7 @@ impl Emailer {
                 order.order_id,
                 format!("confirmation sent to {to}"),
                 delivery.header(TRACEPARENT),
-            );
+            )?;
             outbox::enqueue(tx, &event).await?;
         }
         Ok(())

@@ -80,8 +80,12 @@ async fn commit(
             set_status(tx, &order_id, status::COMMITTED).await?;
             let units: i64 = lines.iter().map(|(_, q)| q).sum();
             let detail = format!("{units} units of {} SKUs left the shelf", lines.len());
-            let event =
-                contracts::OrderLifecycle::event(order_event::STOCK_COMMITTED, event.order_id, detail, trace);
+            let event = contracts::OrderLifecycle::event(
+                order_event::STOCK_COMMITTED,
+                event.order_id,
+                detail,
+                trace,
+            )?;
             outbox::enqueue(tx, &event).await?;
         }
         Some(status::COMMITTED) => {}
@@ -121,7 +125,7 @@ async fn cancel(
             set_status(tx, &order_id, status::RELEASED).await?;
             let detail = format!("cancelled after commit, stock returned to the shelf: {}", event.reason);
             let event =
-                contracts::OrderLifecycle::event(order_event::STOCK_RELEASED, event.order_id, detail, trace);
+                contracts::OrderLifecycle::event(order_event::STOCK_RELEASED, event.order_id, detail, trace)?;
             outbox::enqueue(tx, &event).await?;
         }
         Some(_) => {}

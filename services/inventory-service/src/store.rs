@@ -327,6 +327,7 @@ pub(crate) async fn release_reserved(
     }
     set_status(conn, &id, status::RELEASED).await?;
     let event =
-        contracts::OrderLifecycle::event(order_event::STOCK_RELEASED, order_id, reason, cause_traceparent);
+        contracts::OrderLifecycle::event(order_event::STOCK_RELEASED, order_id, reason, cause_traceparent)
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     outbox::enqueue(conn, &event).await
 }

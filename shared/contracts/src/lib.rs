@@ -365,24 +365,16 @@ impl OrderLifecycle {
         order_id: Uuid,
         detail: impl Into<String>,
         cause_traceparent: Option<&str>,
-    ) -> switchyard::outbox::OutboxEvent {
+    ) -> Result<switchyard::outbox::OutboxEvent, serde_json::Error> {
         let event = OrderLifecycle {
             event_id: Uuid::new_v4(),
             order_id,
             detail: detail.into(),
             at: switchyard::time::now_rfc3339(),
         };
-        switchyard::outbox::OutboxEvent {
-            event_id: event.event_id,
-            subject: names::order_event_subject(kind, &order_id),
-            // A struct of strings and UUIDs always serializes.
-            payload: serde_json::to_string(&event).unwrap_or_default(),
-            headers: [(
-                switchyard::telemetry::TRACEPARENT.to_string(),
-                switchyard::telemetry::child_traceparent(cause_traceparent),
-            )]
-            .into(),
-        }
+        let subject = names::order_event_subject(kind, &order_id);
+        let trace = switchyard::telemetry::child_traceparent(cause_traceparent);
+        switchyard::outbox::OutboxEvent::new(event.event_id, subject, &event, trace)
     }
 }
 

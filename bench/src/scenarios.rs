@@ -580,7 +580,7 @@ impl order_service::inventory::Reservations for Monolith {
                 inventory_service::InventoryError::Conflict(message) => ReserveError::Released { message },
                 other => ReserveError::Unavailable {
                     retry_after: Duration::from_secs(1),
-                    reason: order_service::inventory::error_chain(&other),
+                    reason: switchyard::telemetry::error_chain(&other),
                 },
             })
         })
@@ -591,7 +591,7 @@ impl order_service::inventory::Reservations for Monolith {
         request: &'a contracts::ReleaseRequest,
     ) -> order_service::inventory::ReservationFuture<'a, Result<contracts::ReleaseReply, String>> {
         Box::pin(async move {
-            self.0.release(request).await.map_err(|err| order_service::inventory::error_chain(&err))
+            self.0.release(request).await.map_err(|err| switchyard::telemetry::error_chain(&err))
         })
     }
 }

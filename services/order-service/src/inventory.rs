@@ -11,6 +11,7 @@ use contracts::names;
 use contracts::{Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest};
 use switchyard::breaker::{Breaker, BreakerError};
 use switchyard::client::{RequestClient, RequestError};
+use switchyard::telemetry::error_chain;
 use uuid::Uuid;
 
 /// Why a reservation got no answer to act on.
@@ -141,6 +142,3 @@ impl InventoryClient {
         }
     }
 }
-
-/// An error and its sources on one line.
-pub use switchyard::telemetry::error_chain;

@@ -33,21 +33,29 @@ async fn the_stack_survives_losing_the_node_order_service_is_connected_to() {
 /// The nodes (by index) that have a client connection whose name starts with `prefix`, read from
 /// each live node's `/connz`.
 async fn nodes_serving(cluster: &NatsCluster, prefix: &str, skip: Option<usize>) -> Vec<usize> {
-    let http = reqwest::Client::new();
     let mut found = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         if Some(i) == skip {
             continue;
         }
-        let Some(monitor) = node.monitor_url() else { continue };
-        let Ok(response) = http.get(format!("{monitor}/connz?limit=1024")).send().await else { continue };
-        let Ok(connz) = response.json::<serde_json::Value>().await else { continue };
-        let names = connz["connections"].as_array().cloned().unwrap_or_default();
-        if names.iter().any(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix))) {
+        let monitor = node.monitor_url().expect("a live node has a monitoring port");
+        let connections = crate::helpers::connections(&monitor).await;
+        if connections.iter().any(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix))) {
             found.push(i);
         }
     }
     found
+}
+
+/// A service's command line on a loopback cluster: every node's URL, its own database, the
+/// shared data dir, R3 streams it may declare (the test servers have no authorization).
+pub fn cluster_args(name: &str, urls: &str, db: &TestDatabase, data_dir: &std::path::Path) -> Vec<String> {
+    let data_dir = data_dir.display().to_string();
+    [name, "--nats-url", urls, "--database-url", db.url(), "--data-dir", &data_dir]
+        .into_iter()
+        .chain(["--stream-replicas", "3", "--declare-streams"])
+        .map(String::from)
+        .collect()
 }
 
 /// Waits until the cluster has a JetStream meta leader: an R3 stream can be created.
@@ -82,20 +90,7 @@ async fn survive_losing(victim_kind: Victim) {
             .to_path_buf();
     let (inventory_db, orders_db, email_db, audit_db) =
         (TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite(), TestDatabase::sqlite());
-    let args = |name: &str, db: &TestDatabase| {
-        vec![
-            name.to_string(),
-            "--nats-url".into(),
-            urls.clone(),
-            "--database-url".into(),
-            db.url().into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--stream-replicas".into(),
-            "3".into(),
-            "--declare-streams".into(),
-        ]
-    };
+    let args = |name: &str, db: &TestDatabase| cluster_args(name, &urls, db, &data_dir);
     let shutdown = Shutdown::new();
     let mut tasks = Vec::new();
     let inventory = inventory_service::App::build(inventory_service::Config::parse_from(args(

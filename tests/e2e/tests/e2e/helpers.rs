@@ -313,13 +313,7 @@ pub async fn inbox_deliveries(monitors: &[String], service: &str) -> Vec<u64> {
     let prefix = format!("{service}-");
     let mut found = Vec::new();
     for monitor in monitors {
-        let connz: Value = reqwest::get(format!("{monitor}/connz?subs=detail&limit=1024"))
-            .await
-            .expect("connz answers")
-            .json()
-            .await
-            .expect("connz is JSON");
-        for connection in connz["connections"].as_array().expect("connz lists connections") {
+        for connection in &connections(monitor).await {
             if !connection["name"].as_str().is_some_and(|n| n.starts_with(&prefix)) {
                 continue;
             }
@@ -340,4 +334,16 @@ pub async fn inbox_deliveries(monitors: &[String], service: &str) -> Vec<u64> {
         }
     }
     found
+}
+
+/// The client connections a server's monitoring port lists (`/connz`, with each one's
+/// subscriptions and their message counts).
+pub async fn connections(monitor: &str) -> Vec<Value> {
+    let connz: Value = reqwest::get(format!("{monitor}/connz?subs=detail&limit=1024"))
+        .await
+        .expect("connz answers")
+        .json()
+        .await
+        .expect("connz is JSON");
+    connz["connections"].as_array().cloned().expect("connz lists connections")
 }

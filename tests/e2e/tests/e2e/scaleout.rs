@@ -70,17 +70,7 @@ impl Fleet {
     }
 
     fn args(&self, name: &str, kind: Kind) -> Vec<String> {
-        let mut args: Vec<String> = vec![name.into()];
-        args.extend(
-            ["--nats-url", &self.urls, "--database-url", self.db(kind).url(), "--stream-replicas", "3"]
-                .map(String::from),
-        );
-        args.extend([
-            "--declare-streams".to_string(),
-            "--data-dir".into(),
-            self.data.path().display().to_string(),
-        ]);
-        args
+        crate::cluster::cluster_args(name, &self.urls, self.db(kind), self.data.path())
     }
 
     /// Starts an instance of `kind` and, for order-service, puts it behind the balancer once it

@@ -529,17 +529,16 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
     let relay = Relay::new(db.clone(), js.clone(), "monolith", RelayConfig::default());
     let shutdown = Shutdown::new();
     let relay_task = tokio::spawn(relay.clone().run(shutdown.clone()));
-    let metrics = Arc::new(order_service::metrics::Metrics::default());
     let orders = order_service::orders::OrderService::new(
         order_service::store::OrderStore::new(db),
         order_service::inventory::InventoryClient::local(
             Arc::new(Monolith(inventory)),
             Arc::new(Breaker::new(names::INVENTORY_SERVICE, BreakerConfig::default())),
         ),
-        metrics.clone(),
         relay.waker(),
     );
-    let state = order_service::http::AppState { orders, nats: client, metrics, js };
+    let scrape = switchyard::observe::Scrape::new();
+    let state = order_service::http::AppState { orders, nats: client, scrape, js };
     let limits = order_service::http::HttpLimits {
         body_limit: 64 * 1024,
         request_timeout: Duration::from_secs(10),

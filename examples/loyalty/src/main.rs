@@ -77,7 +77,10 @@ impl Apply for Award {
                 .bind(&order.user_id).bind(points).execute(&mut *tx).await?;
             let awarded = Points { user_id: order.user_id.clone(), points };
             let subject = format!("events.loyalty.awarded.{}", order.order_id);
-            let trace = outbox::child_traceparent(delivery.header(outbox::TRACEPARENT));
+            let trace = delivery
+                .header(outbox::TRACEPARENT)
+                .map(str::to_string)
+                .unwrap_or_else(outbox::current_traceparent);
             let event = OutboxEvent::new(uuid::Uuid::new_v4(), subject, &awarded, trace)?;
             Ok(outbox::enqueue(tx, &event).await?)
         })
@@ -107,12 +110,12 @@ async fn quote(inventory: Arc<GuardedClient>, request: Quote) -> Result<Quote, S
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = Config::parse();
-    switchyard::telemetry::init(config.common.log_format);
-    switchyard::telemetry::exit_code(run(config, Shutdown::on_signals()).await)
+    switchyard::telemetry::exit_code(run(Config::parse(), Shutdown::on_signals()).await)
 }
 
-async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn run(mut config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    // Logs, and traces exported when --otlp-endpoint is set (flushed when it drops).
+    let _telemetry = config.common.install_telemetry("loyalty-service", env!("CARGO_PKG_VERSION"))?;
     let streams = [contracts::streams::ORDERS, LOYALTY];
     let platform = Platform::connect(&config.common, "loyalty", &MIGRATIONS, &streams).await?;
     let relay = platform.relay();
@@ -121,6 +124,7 @@ async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     consumer.bind().await?;
     let breaker = config.breaker.to_config();
     let inventory = Arc::new(GuardedClient::new(platform.client.clone(), names::INVENTORY_SERVICE, breaker));
+    inventory.breaker_arc().observe(&platform.scrape); // its state on /metrics (--metrics-addr)
     let db = platform.db.clone();
     let service = ServiceSpec::new("loyalty", env!("CARGO_PKG_VERSION"))
         .description("Loyalty points for orders")

@@ -10,8 +10,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = Config::parse();
-    switchyard::telemetry::init(config.common.log_format);
+    let mut config = Config::parse();
+    let telemetry = config
+        .common
+        .install_telemetry("audit-service", env!("CARGO_PKG_VERSION"))
+        .context("failed to set up tracing")?;
     let command = config.command.clone();
     let app = App::build(config).await.context("failed to start audit-service")?;
     match command {
@@ -26,5 +29,6 @@ async fn run() -> anyhow::Result<()> {
         }
         None => app.run_until_stopped(Shutdown::on_signals()).await,
     }
+    telemetry.shutdown();
     Ok(())
 }

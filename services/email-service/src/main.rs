@@ -9,10 +9,14 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config = Config::parse();
-    switchyard::telemetry::init(config.common.log_format);
+    let mut config = Config::parse();
+    let telemetry = config
+        .common
+        .install_telemetry("email-service", env!("CARGO_PKG_VERSION"))
+        .context("failed to set up tracing")?;
     let shutdown = Shutdown::on_signals();
     let app = App::build(config).await.context("failed to start email-service")?;
     app.run_until_stopped(shutdown).await;
+    telemetry.shutdown();
     Ok(())
 }

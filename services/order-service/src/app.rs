@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, HttpLimits, router};
 use crate::inventory::InventoryClient;
-use crate::metrics::Metrics;
 use crate::orders::OrderService;
 use crate::store::OrderStore;
 
@@ -121,15 +120,11 @@ impl App {
         let breaker_config = config.breaker.to_config();
         let requests = RequestClient::new(client.clone(), breaker_config.timeout);
         let breaker = Arc::new(Breaker::new(names::INVENTORY_SERVICE, breaker_config));
-        let metrics = Arc::new(Metrics::default());
-        let orders = OrderService::new(
-            OrderStore::new(db),
-            InventoryClient::new(requests, breaker),
-            metrics.clone(),
-            relay.waker(),
-        );
+        breaker.observe(&platform.scrape);
+        let orders =
+            OrderService::new(OrderStore::new(db), InventoryClient::new(requests, breaker), relay.waker());
         let service = spec(&orders).start(client.clone()).await?;
-        let state = AppState { orders, nats: client, metrics, js };
+        let state = AppState { orders, nats: client, scrape: platform.scrape.clone(), js };
         let limits = HttpLimits {
             body_limit: config.http_body_limit,
             request_timeout: config.http_request_timeout,

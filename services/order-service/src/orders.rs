@@ -10,11 +10,10 @@ use std::time::Duration;
 use contracts::names::{self, order_event};
 use contracts::{CreateOrder, Order, OrderCancelled, OrderCreated, OrderStatus};
 use switchyard::db::is_unique_violation;
-use switchyard::outbox::{OutboxEvent, RelayWaker, new_traceparent};
+use switchyard::outbox::{OutboxEvent, RelayWaker, current_traceparent};
 use uuid::Uuid;
 
 use crate::inventory::{InventoryClient, ReserveError};
-use crate::metrics::Metrics;
 use crate::store::{OrderStore, StoreError, StoredOrder};
 
 /// Namespace of order ids derived from idempotency keys.
@@ -90,7 +89,6 @@ pub fn fingerprint(request: &CreateOrder) -> String {
 pub struct OrderService {
     store: OrderStore,
     inventory: InventoryClient,
-    metrics: std::sync::Arc<Metrics>,
     relay: RelayWaker,
 }
 
@@ -107,13 +105,9 @@ pub enum CancelError {
 
 impl OrderService {
     /// Orders in `store`, reserving through `inventory`; `relay` is woken after each event commit.
-    pub fn new(
-        store: OrderStore,
-        inventory: InventoryClient,
-        metrics: std::sync::Arc<Metrics>,
-        relay: RelayWaker,
-    ) -> Self {
-        OrderService { store, inventory, metrics, relay }
+    pub fn new(store: OrderStore, inventory: InventoryClient, relay: RelayWaker) -> Self {
+        crate::metrics::describe();
+        OrderService { store, inventory, relay }
     }
 
     /// Cancels an order: status `cancelled` and an `events.orders.cancelled.<id>` event, in one
@@ -134,7 +128,7 @@ impl OrderService {
                     event.event_id,
                     names::order_event_subject(order_event::CANCELLED, &order.id),
                     &event,
-                    new_traceparent(),
+                    current_traceparent(),
                 )
             })
             .await?;
@@ -171,7 +165,7 @@ impl OrderService {
         idempotency_key: Option<&str>,
     ) -> Result<Placed, PlaceError> {
         let result = self.try_place(request, idempotency_key).await;
-        self.metrics.count_order(match &result {
+        crate::metrics::count_order(match &result {
             Ok(Placed::Created(_)) => "accepted",
             Ok(Placed::Replayed(_)) => "replayed",
             Err(PlaceError::OutOfStock(_)) => "out_of_stock",
@@ -235,7 +229,7 @@ impl OrderService {
             created.event_id,
             names::order_event_subject(order_event::CREATED, &order_id),
             &created,
-            new_traceparent(),
+            current_traceparent(),
         )
         .map_err(|e| PlaceError::Internal(format!("failed to encode the created event: {e}")))?;
         match self.store.insert(&order, idempotency_key, &fingerprint, &event).await {

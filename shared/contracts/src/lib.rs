@@ -359,7 +359,8 @@ pub struct OrderLifecycle {
 
 impl OrderLifecycle {
     /// A lifecycle event (`stock_committed`, `stock_released`, `confirmation_sent`, ...) of an
-    /// order, ready for the outbox, in the trace of the event that caused it.
+    /// order, ready for the outbox, in the trace of the event that caused it (`cause_traceparent`,
+    /// else the current span's).
     pub fn event(
         kind: &str,
         order_id: Uuid,
@@ -373,7 +374,9 @@ impl OrderLifecycle {
             at: switchyard::time::now_rfc3339(),
         };
         let subject = names::order_event_subject(kind, &order_id);
-        let trace = switchyard::telemetry::child_traceparent(cause_traceparent);
+        // The cause's context (a consumer's `process` span) is the new event's parent.
+        let trace =
+            cause_traceparent.map(str::to_string).unwrap_or_else(switchyard::telemetry::current_traceparent);
         switchyard::outbox::OutboxEvent::new(event.event_id, subject, &event, trace)
     }
 }

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -179,6 +180,18 @@ enum Outcome {
     Fallback,
 }
 
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Timeout => "timeout",
+            Outcome::Reject => "reject",
+            Outcome::Fallback => "fallback",
+        }
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Closed,
@@ -207,6 +220,36 @@ pub struct Breaker {
     config: BreakerConfig,
     bucket_len: Duration,
     inner: Mutex<Inner>,
+    metrics: BreakerMetrics,
+}
+
+/// A breaker's Prometheus series ([`crate::observe`]).
+#[derive(Debug)]
+struct BreakerMetrics {
+    state: metrics::Gauge,
+    /// By outcome: success, failure, timeout, reject, fallback.
+    calls: [metrics::Counter; 5],
+}
+
+impl BreakerMetrics {
+    fn new(name: &str) -> Self {
+        use crate::observe::{BREAKER_CALLS, BREAKER_STATE};
+        let call = |outcome: &'static str| metrics::counter!(BREAKER_CALLS, "breaker" => name.to_string(), "outcome" => outcome);
+        let metrics = BreakerMetrics {
+            state: metrics::gauge!(BREAKER_STATE, "breaker" => name.to_string()),
+            calls: [call("success"), call("failure"), call("timeout"), call("reject"), call("fallback")],
+        };
+        metrics.state.set(0.0);
+        metrics
+    }
+
+    fn publish(&self, state: &State) {
+        self.state.set(match state {
+            State::Closed => 0.0,
+            State::Open { .. } => 1.0,
+            State::HalfOpen { .. } => 2.0,
+        });
+    }
 }
 
 /// Permission to make one call; a trial permit dropped before its outcome is recorded frees the
@@ -233,8 +276,10 @@ impl Breaker {
     pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
         let buckets = config.rolling_count_buckets.max(1);
         let bucket_len = (config.rolling_count_timeout / buckets).max(Duration::from_millis(1));
+        let name = name.into();
         Breaker {
-            name: name.into(),
+            metrics: BreakerMetrics::new(&name),
+            name,
             config,
             bucket_len,
             inner: Mutex::new(Inner {
@@ -257,8 +302,19 @@ impl Breaker {
         E: TripsBreaker,
         F: Future<Output = Result<T, E>>,
     {
-        let mut admission = self.try_admit().map_err(|retry_after| BreakerError::Open { retry_after })?;
-        let result = tokio::time::timeout(self.config.timeout, call).await;
+        // The call as a span with its outcome; the request inside is its child.
+        let span = tracing::info_span!(
+            "breaker",
+            otel.name = %format_args!("breaker {}", self.name),
+            breaker.name = %self.name,
+            breaker.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let mut admission = self.try_admit().map_err(|retry_after| {
+            span.record("breaker.outcome", "reject");
+            BreakerError::Open { retry_after }
+        })?;
+        let result = tokio::time::timeout(self.config.timeout, call).instrument(span.clone()).await;
         let (outcome, result) = match result {
             Err(_) => (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout))),
             Ok(Ok(value)) => (Outcome::Success, Ok(value)),
@@ -269,6 +325,10 @@ impl Breaker {
             Ok(Err(err)) => (Outcome::Success, Err(BreakerError::Failure(err))),
         };
         admission.done = true;
+        span.record("breaker.outcome", outcome.as_str());
+        if matches!(outcome, Outcome::Failure | Outcome::Timeout) {
+            span.record("otel.status_code", "error");
+        }
         self.record(admission.trial, outcome);
         result
     }
@@ -292,7 +352,7 @@ impl Breaker {
     /// The current state.
     pub fn state(&self) -> BreakerState {
         let mut inner = self.lock();
-        Self::refresh(&mut inner, Instant::now());
+        self.refresh(&mut inner, Instant::now());
         match inner.state {
             State::Closed => BreakerState::Closed,
             State::Open { .. } => BreakerState::Open,
@@ -300,11 +360,23 @@ impl Breaker {
         }
     }
 
+    /// Keeps this breaker's state gauge current at every render of `scrape` (an open breaker
+    /// turns half-open with time, not with a call).
+    pub fn observe(self: &std::sync::Arc<Self>, scrape: &crate::observe::Scrape) {
+        let breaker = std::sync::Arc::downgrade(self);
+        scrape.on_scrape(move || {
+            if let Some(breaker) = breaker.upgrade() {
+                let _ = breaker.state();
+            }
+            std::future::ready(())
+        });
+    }
+
     /// State and counters, for metrics and `switchyard status`.
     pub fn snapshot(&self) -> BreakerSnapshot {
         let now = Instant::now();
         let mut inner = self.lock();
-        Self::refresh(&mut inner, now);
+        self.refresh(&mut inner, now);
         self.roll(&mut inner, now);
         let mut window = Counts::default();
         for bucket in &inner.buckets {
@@ -332,18 +404,19 @@ impl Breaker {
     }
 
     /// Moves an open breaker whose reset timeout has passed to half-open.
-    fn refresh(inner: &mut Inner, now: Instant) {
+    fn refresh(&self, inner: &mut Inner, now: Instant) {
         if let State::Open { until } = inner.state
             && now >= until
         {
             inner.state = State::HalfOpen { trial_in_flight: false };
+            self.metrics.publish(&inner.state);
         }
     }
 
     fn try_admit(&self) -> Result<Admission<'_>, Duration> {
         let now = Instant::now();
         let mut inner = self.lock();
-        Self::refresh(&mut inner, now);
+        self.refresh(&mut inner, now);
         let rejected_for = match &mut inner.state {
             State::Closed => {
                 return Ok(Admission { breaker: self, trial: false, done: false });
@@ -377,6 +450,7 @@ impl Breaker {
                 tracing::info!(breaker = %self.name, "circuit breaker closed");
                 inner.state = State::Closed;
                 inner.buckets.clear();
+                self.metrics.publish(&inner.state);
             }
             return;
         }
@@ -400,6 +474,7 @@ impl Breaker {
         tracing::warn!(breaker = %self.name, reset_timeout = ?self.config.reset_timeout, "circuit breaker opened");
         inner.state = State::Open { until: now + self.config.reset_timeout };
         inner.opened += 1;
+        self.metrics.publish(&inner.state);
     }
 
     fn add(&self, inner: &mut Inner, now: Instant, outcome: Outcome) {
@@ -423,6 +498,14 @@ impl Breaker {
             bucket.counts.add(outcome);
         }
         inner.totals.add(outcome);
+        let series = match outcome {
+            Outcome::Success => 0,
+            Outcome::Failure => 1,
+            Outcome::Timeout => 2,
+            Outcome::Reject => 3,
+            Outcome::Fallback => 4,
+        };
+        self.metrics.calls[series].increment(1);
     }
 
     /// Drops buckets that have left the rolling window.

@@ -10,6 +10,7 @@ use async_nats::{Client, RequestErrorKind};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::breaker::TripsBreaker;
 use crate::contract::ErrorBody;
@@ -149,7 +150,38 @@ impl RequestClient {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, RequestError> {
-        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %subject,
+            otel.kind = "client",
+            rpc.system = "nats-micro",
+            rpc.method = %subject,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self.send(subject, payload, timeout).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(_) => std::borrow::Cow::Borrowed("ok"),
+            Err(RequestError::Service { code, .. }) => std::borrow::Cow::Owned(format!("error_{code}")),
+            Err(RequestError::TimedOut { .. }) => "timeout".into(),
+            Err(RequestError::NoResponders { .. }) => "no_responders".into(),
+            Err(_) => "failed".into(),
+        };
+        span.record("outcome", outcome.as_ref());
+        if result.as_ref().is_err_and(|err| err.trips_breaker()) {
+            span.record("otel.status_code", "error");
+        }
+        metrics::histogram!(crate::observe::CLIENT_DURATION, "subject" => subject.to_string(), "outcome" => outcome.into_owned())
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// One request, its trace context in the headers.
+    async fn send(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes, RequestError> {
+        let mut headers = async_nats::HeaderMap::new();
+        crate::telemetry::inject(&mut headers);
+        let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(timeout));
         let message = self.client.send_request(subject.to_string(), request).await.map_err(|source| {
             match source.kind() {
                 RequestErrorKind::NoResponders => RequestError::NoResponders { subject: subject.to_string() },
@@ -228,6 +260,11 @@ impl GuardedClient {
 
     /// The breaker, for its state and counters.
     pub fn breaker(&self) -> &crate::breaker::Breaker {
+        &self.breaker
+    }
+
+    /// The shared breaker (to [`observe`](crate::breaker::Breaker::observe) it).
+    pub fn breaker_arc(&self) -> &std::sync::Arc<crate::breaker::Breaker> {
         &self.breaker
     }
 }

@@ -35,6 +35,16 @@ pub struct CommonArgs {
     /// Stream flags.
     #[command(flatten)]
     pub streams: StreamArgs,
+
+    /// Where to serve Prometheus `GET /metrics` (e.g. 127.0.0.1:9101); off when unset.
+    /// A service with an HTTP API serves /metrics on its HTTP port as well.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// OTLP/HTTP endpoint to export traces to (e.g. http://127.0.0.1:4318; `/v1/traces` is
+    /// appended); off when unset: trace ids still propagate and appear in logs, nothing is recorded.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The shape of the JetStream streams: what `switchyard provision` declares and a service
@@ -84,6 +94,21 @@ impl CommonArgs {
     /// The instance id: the flag, or 8 random hex digits.
     pub fn instance_id(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+    }
+
+    /// Installs logs and traces for `service` as these flags say ([`crate::telemetry::install`]).
+    pub fn install_telemetry(
+        &mut self,
+        service: &str,
+        version: &str,
+    ) -> Result<crate::telemetry::Telemetry, crate::telemetry::TelemetryError> {
+        let mut config = crate::telemetry::TelemetryConfig::new(self.log_format, service, version);
+        config.otlp_endpoint = self.otlp_endpoint.clone().filter(|endpoint| !endpoint.trim().is_empty());
+        // Chosen once here, so the spans and the NATS client name tell the same instance.
+        let instance = self.instance_id();
+        self.instance_id = Some(instance.clone());
+        config.instance = Some(instance);
+        crate::telemetry::install(&config)
     }
 }
 
@@ -248,6 +273,8 @@ mod tests {
                 declare_streams: false,
                 startup_timeout: Duration::ZERO,
             },
+            metrics_addr: None,
+            otlp_endpoint: None,
         };
         assert_eq!(args.database_url_for("billing"), "sqlite:///tmp/sy/billing.db?mode=rwc");
     }

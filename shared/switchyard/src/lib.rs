@@ -55,6 +55,7 @@ pub mod inbox;
 pub mod micro;
 pub mod names;
 pub mod nats;
+pub mod observe;
 pub mod outbox;
 pub mod ownership;
 pub mod platform;

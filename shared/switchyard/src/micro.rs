@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
 
 use crate::contract::{ContractError, ErrorBody, Validate, decode};
 use crate::names::{QUEUE_GROUP, srv_subject};
@@ -208,6 +209,7 @@ impl ServiceSpec {
             });
             let worker = EndpointWorker {
                 client: client.clone(),
+                ok: metrics::histogram!(crate::observe::MICRO_DURATION, "endpoint" => spec.subject.clone(), "status" => "ok"),
                 subject: spec.subject,
                 handler: spec.handler,
                 stats,
@@ -521,6 +523,8 @@ async fn answer_discovery(
 struct EndpointWorker {
     client: Client,
     subject: String,
+    /// Its `status="ok"` latency series.
+    ok: metrics::Histogram,
     handler: Handler,
     stats: Arc<Mutex<EndpointStats>>,
     permits: Arc<Semaphore>,
@@ -569,10 +573,33 @@ impl EndpointWorker {
     async fn handle(&self, message: Message) {
         let started = Instant::now();
         let reply = message.reply.clone();
-        let result = AssertUnwindSafe((self.handler)(message))
+        // The handler's span is a child of the caller's (its `traceparent` header).
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %self.subject,
+            otel.kind = "server",
+            rpc.system = "nats-micro",
+            rpc.method = %self.subject,
+            rpc.response.code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let parent = message.headers.as_ref().and_then(|h| h.get(crate::telemetry::TRACEPARENT));
+        crate::telemetry::set_parent(&span, parent.map(|v| v.as_str()));
+        let result = AssertUnwindSafe((self.handler)(message).instrument(span.clone()))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(ServiceError::internal("request handler panicked")));
+        match &result {
+            Ok(_) => self.ok.record(started.elapsed().as_secs_f64()),
+            Err(err) => {
+                span.record("rpc.response.code", err.code);
+                if err.code >= 500 {
+                    span.record("otel.status_code", "error");
+                }
+                metrics::histogram!(crate::observe::MICRO_DURATION, "endpoint" => self.subject.clone(), "status" => err.code.to_string())
+                    .record(started.elapsed().as_secs_f64());
+            }
+        }
         let Some(reply) = reply else {
             tracing::debug!(subject = %self.subject, "request without a reply subject: nothing to answer");
             return;

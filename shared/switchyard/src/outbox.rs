@@ -55,7 +55,7 @@ pub const SQLITE_SQL: &str = outbox_table!("INTEGER PRIMARY KEY AUTOINCREMENT");
 /// The outbox table for Postgres.
 pub const POSTGRES_SQL: &str = outbox_table!("BIGSERIAL PRIMARY KEY");
 
-pub use crate::telemetry::{TRACEPARENT, child_traceparent, new_traceparent};
+pub use crate::telemetry::{TRACEPARENT, current_traceparent, new_traceparent};
 
 /// An event to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,22 @@ pub async fn enqueue(conn: &mut AnyConnection, event: &OutboxEvent) -> Result<()
 /// Rows not yet published.
 pub async fn pending(db: &Db) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").fetch_one(db.pool()).await
+}
+
+/// Rows not yet published, and the age of the oldest of them.
+pub async fn backlog(db: &Db) -> Result<(i64, Option<Duration>), sqlx::Error> {
+    let rows = pending(db).await?;
+    let oldest: Option<String> =
+        sqlx::query_scalar("SELECT created_at FROM outbox WHERE sent_at_ms IS NULL ORDER BY id LIMIT 1")
+            .fetch_optional(db.pool())
+            .await?;
+    let age = oldest
+        .and_then(|at| time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).ok())
+        .map(|at| {
+            let age = time::OffsetDateTime::now_utc() - at;
+            Duration::try_from(age).unwrap_or_default()
+        });
+    Ok((rows, age))
 }
 
 /// Rows published.
@@ -196,6 +212,8 @@ pub const ROUNDS_PER_CALL: usize = 16;
 struct SentRound {
     rows: Vec<Claimed>,
     acks: Vec<Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>>,
+    /// Each row's `publish` span, open until its ack is settled.
+    spans: Vec<tracing::Span>,
 }
 
 impl Relay {
@@ -302,12 +320,27 @@ impl Relay {
             return Ok(None);
         }
         let mut acks = Vec::with_capacity(rows.len());
+        let mut spans = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut headers = HeaderMap::new();
-            if let Ok(extra) = serde_json::from_str::<HashMap<String, String>>(&row.headers) {
-                for (name, value) in extra {
-                    headers.insert(name.as_str(), value.as_str());
-                }
+            let mut stored: HashMap<String, String> = serde_json::from_str(&row.headers).unwrap_or_default();
+            // The publish is a span in the trace the row was written in; the event carries the
+            // publish span's context on.
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = %format_args!("publish {}", crate::names::subject_kind(&row.subject).unwrap_or("event")),
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.destination.name = %row.subject,
+                messaging.message.id = %row.event_id,
+            );
+            crate::telemetry::set_parent(&span, stored.get(TRACEPARENT).map(String::as_str));
+            if let Some(traceparent) = crate::telemetry::traceparent_of(&span) {
+                stored.insert(TRACEPARENT.to_string(), traceparent);
+            }
+            spans.push(span);
+            for (name, value) in &stored {
+                headers.insert(name.as_str(), value.as_str());
             }
             headers.insert(async_nats::header::NATS_MESSAGE_ID, row.event_id.as_str());
             let sent = self
@@ -316,13 +349,13 @@ impl Relay {
                 .await;
             acks.push(sent);
         }
-        Ok(Some(SentRound { rows, acks }))
+        Ok(Some(SentRound { rows, acks, spans }))
     }
 
     /// Awaits a round's acks together and marks its rows: sent, or given back when their
     /// publish failed. Returns how many were published.
     async fn settle(&self, round: SentRound) -> Result<usize, RelayError> {
-        let SentRound { rows, acks } = round;
+        let SentRound { rows, acks, spans } = round;
         let total = rows.len();
         let acks = join_all(acks.into_iter().map(|sent| async move {
             match sent {
@@ -345,6 +378,8 @@ impl Relay {
             }
         }
         self.mark(&published, &failed).await?;
+        drop(spans);
+        metrics::counter!(crate::observe::OUTBOX_PUBLISHED).increment(published.len() as u64);
         match first_error {
             None => Ok(published.len()),
             Some(first_error) => Err(RelayError::Publish { failed: failed.len(), total, first_error }),
@@ -454,12 +489,12 @@ mod tests {
     }
 
     #[test]
-    fn a_child_traceparent_keeps_the_trace_and_changes_the_span() {
+    fn a_traceparent_names_its_trace_and_a_malformed_one_nothing() {
         let parent = new_traceparent();
         assert_eq!(parent.len(), 55);
-        let child = child_traceparent(Some(&parent));
-        assert_eq!(child[..35], parent[..35]);
-        assert_ne!(child, parent);
-        assert_eq!(child_traceparent(Some("garbage")).len(), 55);
+        assert!(crate::telemetry::parse_traceparent(Some(&parent)).is_some());
+        assert!(crate::telemetry::parse_traceparent(Some("garbage")).is_none());
+        // Outside any span a new trace starts.
+        assert_ne!(current_traceparent()[3..35], parent[3..35]);
     }
 }

@@ -9,6 +9,7 @@ use crate::config::CommonArgs;
 use crate::db::{Db, DbError, Migrations};
 use crate::micro::ServiceHandle;
 use crate::nats::ConnectError;
+use crate::observe::{MetricsServer, Scrape};
 use crate::outbox::{Relay, RelayConfig};
 use crate::ownership::{Ownership, OwnershipError};
 use crate::shutdown::Shutdown;
@@ -26,6 +27,9 @@ pub enum PlatformError {
     /// The streams could not be declared.
     #[error(transparent)]
     Streams(#[from] StreamError),
+    /// `--metrics-addr` could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] crate::observe::ServeError),
     /// Another process of this service has the SQLite file open.
     #[error("refusing to open the database (one process per SQLite file; run several instances on Postgres)")]
     Owned(#[from] OwnershipError),
@@ -44,6 +48,10 @@ pub struct Platform {
     pub client: async_nats::Client,
     /// JetStream on that client.
     pub js: jetstream::Context,
+    /// What `/metrics` renders for this service (its gauges' collectors).
+    pub scrape: Scrape,
+    /// `/metrics` on `--metrics-addr`, when set.
+    pub metrics_server: Option<MetricsServer>,
 }
 
 impl Platform {
@@ -96,7 +104,26 @@ impl Platform {
                 Err(err) => return Err(err.into()),
             }
         }
-        Ok(Platform { service: service.to_string(), instance, db, client, js })
+        let scrape = Scrape::new();
+        let outbox_db = db.clone();
+        scrape.on_scrape(move || {
+            let db = outbox_db.clone();
+            async move {
+                match crate::outbox::backlog(&db).await {
+                    Ok((rows, age)) => {
+                        metrics::gauge!(crate::observe::OUTBOX_BACKLOG).set(rows as f64);
+                        metrics::gauge!(crate::observe::OUTBOX_OLDEST_AGE)
+                            .set(age.map(|age| age.as_secs_f64()).unwrap_or(0.0));
+                    }
+                    Err(err) => tracing::debug!(error = %err, "failed to read the outbox backlog"),
+                }
+            }
+        });
+        let metrics_server = match common.metrics_addr {
+            Some(addr) => Some(MetricsServer::start(addr, scrape.clone()).await?),
+            None => None,
+        };
+        Ok(Platform { service: service.to_string(), instance, db, client, js, scrape, metrics_server })
     }
 
     /// An outbox relay for this service's database, claiming rows as `<service>-<instance>`.
@@ -125,7 +152,9 @@ impl Platform {
         spec: crate::consumer::ConsumerSpec,
         apply: impl crate::consumer::Apply,
     ) -> crate::consumer::Consumer {
-        crate::consumer::Consumer::batched(self.js.clone(), spec, self.db.clone(), apply)
+        let consumer = crate::consumer::Consumer::batched(self.js.clone(), spec, self.db.clone(), apply);
+        consumer.observe(&self.scrape);
+        consumer
     }
 
     /// Runs `relay` in the background until [`Platform::stop`].
@@ -148,6 +177,9 @@ impl Platform {
         }
         if let Some(service) = service {
             service.stop().await;
+        }
+        if let Some(server) = self.metrics_server {
+            server.stop().await;
         }
         crate::nats::drain(&self.client, std::time::Duration::from_secs(5)).await;
         self.db.close().await;

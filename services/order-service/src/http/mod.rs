@@ -8,7 +8,7 @@
 //! | `GET /orders/{id}/events` | `text/event-stream` of the order's events, past ones first, then live |
 //! | `GET /health/live` | 200 while the process runs |
 //! | `GET /health/ready` | 200 when NATS is connected and the database answers, else 503 |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | Prometheus text (the platform's metrics and `switchyard_orders_total`) |
 
 mod error;
 pub mod server;
@@ -30,11 +30,11 @@ use contracts::{CancelOrder, ContractError, CreateOrder, Order, Validate, decode
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub use error::{ApiError, JsonLine};
 
-use crate::metrics::Metrics;
 use crate::orders::{CancelError, OrderService, PlaceError, Placed, validate_idempotency_key};
 
 /// What the handlers share.
@@ -44,8 +44,8 @@ pub struct AppState {
     pub orders: OrderService,
     /// The NATS client, for readiness.
     pub nats: async_nats::Client,
-    /// Counters for `/metrics`.
-    pub metrics: Arc<Metrics>,
+    /// What `GET /metrics` renders.
+    pub scrape: switchyard::observe::Scrape,
     /// JetStream, for the event stream route.
     pub js: async_nats::jetstream::Context,
 }
@@ -65,7 +65,6 @@ pub struct HttpLimits {
 
 /// The whole HTTP API.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let metrics = state.metrics.clone();
     // Past the bound, requests are refused at once instead of queueing without limit (memory and
     // latency would grow with the queue). Event streams and health checks are not counted.
     let capacity = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
@@ -81,15 +80,15 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/orders/{id}/events", get(order_events))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .merge(state.scrape.router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.body_limit))
         .layer(middleware::from_fn_with_state(limits.request_timeout, request_timeout))
         .layer(middleware::from_fn_with_state(limits.body_limit, reject_declared_oversize))
         .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn_with_state(metrics, observe))
+        .layer(middleware::from_fn(observe))
 }
 
 /// A JSON body decoded and validated by the contract types, with JSON errors:
@@ -287,11 +286,6 @@ async fn ready(State(state): State<AppState>) -> Response {
     (status, JsonLine(body)).into_response()
 }
 
-async fn render_metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(state.orders.inventory().breaker());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
 async fn shed_load(State(capacity): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
     match capacity.try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
@@ -375,7 +369,9 @@ async fn request_timeout(State(timeout): State<Duration>, request: Request, next
     }
 }
 
-async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+/// Each request as a server span (continuing the caller's `traceparent`, else a new trace)
+/// and a sample of `switchyard_http_request_duration_seconds`.
+async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -383,7 +379,29 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(request).await;
-    metrics.observe_http(&method, &route, response.status().as_u16(), started.elapsed());
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let parent = request.headers().get(switchyard::telemetry::TRACEPARENT).and_then(|v| v.to_str().ok());
+    switchyard::telemetry::set_parent(&span, parent);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+    metrics::histogram!(
+        switchyard::observe::HTTP_DURATION,
+        "method" => method,
+        "route" => route,
+        "status" => status.to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
     response
 }

@@ -108,14 +108,28 @@ async fn health_reports_ready_and_metrics_count_orders_and_breaker_state() {
     assert_eq!(app.post_order(&order_body("A-1", 1), None).await.status, 409);
     let metrics =
         app.http.get(format!("{}/metrics", app.base_url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("switchyard_orders_total{outcome=\"accepted\"} 1"), "{metrics}");
-    assert!(metrics.contains("switchyard_orders_total{outcome=\"out_of_stock\"} 1"), "{metrics}");
-    assert!(metrics.contains("switchyard_breaker_state{breaker=\"inventory\"} 0"), "{metrics}");
-    assert!(
-        metrics
-            .contains("switchyard_http_requests_total{method=\"POST\",route=\"/orders\",status=\"201\"} 1"),
-        "{metrics}"
-    );
+    // The recorder is the process's: other tests here count too, so "at least".
+    let value = |name: &str, labels: &[&str]| sample(&metrics, name, labels).unwrap_or(0.0);
+    assert!(value("switchyard_orders_total", &["outcome=\"accepted\""]) >= 1.0, "{metrics}");
+    assert!(value("switchyard_orders_total", &["outcome=\"out_of_stock\""]) >= 1.0, "{metrics}");
+    assert!(sample(&metrics, "switchyard_breaker_state", &["breaker=\"inventory\""]).is_some(), "{metrics}");
+    let created = ["method=\"POST\"", "route=\"/orders\"", "status=\"201\""];
+    assert!(value("switchyard_http_request_duration_seconds_count", &created) >= 1.0, "{metrics}");
+    // A histogram with buckets, not only a sum.
+    let inf = [created.as_slice(), &["le=\"+Inf\""]].concat();
+    assert!(value("switchyard_http_request_duration_seconds_bucket", &inf) >= 1.0, "{metrics}");
+    let reserve = ["subject=\"inventory.reserve\"", "outcome=\"ok\""];
+    assert!(value("switchyard_client_request_duration_seconds_count", &reserve) >= 1.0, "{metrics}");
+    assert!(sample(&metrics, "switchyard_outbox_backlog_rows", &[]).is_some(), "{metrics}");
+}
+
+/// The value of the first sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        (metric == name && labels.iter().all(|label| rest.contains(label))).then(|| value.parse().ok())?
+    })
 }
 
 #[tokio::test]

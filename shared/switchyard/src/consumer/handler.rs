@@ -51,6 +51,10 @@ pub struct Delivery {
     /// On a replayed dead letter: the letter's sequence in `DLQ` (the subject, sequence and
     /// payload above are the original's).
     pub replay_of: Option<u64>,
+    /// Its `process` span: a child of the event's trace context, which the consumer replaces in
+    /// [`Delivery::headers`] by this span's own, so events published in its consequence (and its
+    /// dead letter) continue the trace from here.
+    pub span: tracing::Span,
 }
 
 impl Delivery {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::db::Db;
 use crate::shutdown::Shutdown;
@@ -33,6 +34,35 @@ pub(super) struct Lane {
     pub(super) spec: Arc<ConsumerSpec>,
     pub(super) handling: Handling,
     pub(super) stats: Arc<ConsumerStats>,
+    pub(super) metrics: Arc<ConsumerMetrics>,
+}
+
+/// A consumer's Prometheus series ([`crate::observe`]).
+pub(super) struct ConsumerMetrics {
+    deliveries: metrics::Counter,
+    redeliveries: metrics::Counter,
+    acks: metrics::Counter,
+    naks: metrics::Counter,
+    handle: metrics::Histogram,
+    batch: metrics::Histogram,
+    /// `process <durable>`: the name of each delivery's span.
+    span_name: String,
+}
+
+impl ConsumerMetrics {
+    pub(super) fn new(durable: &str) -> Self {
+        use crate::observe::*;
+        let label = [("consumer", durable.to_string())];
+        ConsumerMetrics {
+            deliveries: metrics::counter!(CONSUMER_DELIVERIES, &label),
+            redeliveries: metrics::counter!(CONSUMER_REDELIVERIES, &label),
+            acks: metrics::counter!(CONSUMER_ACKS, &label),
+            naks: metrics::counter!(CONSUMER_NAKS, &label),
+            handle: metrics::histogram!(CONSUMER_HANDLE, &label),
+            batch: metrics::histogram!(CONSUMER_BATCH, &label),
+            span_name: format!("process {durable}"),
+        }
+    }
 }
 
 /// The delivery a message carries, or `None` (after terminating it) when it has no JetStream
@@ -49,6 +79,7 @@ async fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
                 delivered: info.delivered,
                 published: info.published,
                 replay_of: None,
+                span: tracing::Span::none(),
             };
             if info.stream == crate::names::REPLAY_STREAM {
                 let origin_subject = delivery.header(crate::dlq::headers::ORIGIN_SUBJECT).map(str::to_string);
@@ -123,17 +154,42 @@ impl Lane {
                         tracing::debug!(error = %err, "failed to return an unstarted message");
                     }
                     self.stats.returned.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.naks.increment(1);
                 }
                 continue;
             }
             let mut deliveries = Vec::with_capacity(batch.len());
             for message in batch.drain(..) {
-                if let Some(delivery) = delivery_of(&message).await {
+                if let Some(mut delivery) = delivery_of(&message).await {
+                    self.trace(&mut delivery);
                     deliveries.push((message, delivery));
                 }
             }
             self.process(deliveries).await;
         }
+    }
+
+    /// Opens the delivery's `process` span in the event's trace, and makes it the trace context
+    /// the delivery passes on.
+    fn trace(&self, delivery: &mut Delivery) {
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %self.metrics.span_name,
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %delivery.subject,
+            messaging.consumer.group.name = %self.spec.durable,
+            messaging.nats.stream_sequence = delivery.stream_seq,
+            messaging.nats.delivered = delivery.delivered,
+        );
+        crate::telemetry::set_parent(&span, delivery.header(crate::telemetry::TRACEPARENT));
+        if let Some(traceparent) = crate::telemetry::traceparent_of(&span) {
+            delivery
+                .headers
+                .get_or_insert_with(async_nats::HeaderMap::new)
+                .insert(crate::telemetry::TRACEPARENT, traceparent.as_str());
+        }
+        delivery.span = span;
     }
 
     /// In-progress acks keep a long handler's messages from being redelivered under it.
@@ -155,11 +211,19 @@ impl Lane {
         if deliveries.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
+        self.metrics.deliveries.increment(deliveries.len() as u64);
+        let again = deliveries.iter().filter(|(_, delivery)| delivery.delivered > 1).count();
+        if again > 0 {
+            self.metrics.redeliveries.increment(again as u64);
+        }
+        self.metrics.batch.record(deliveries.len() as f64);
         let progress = self.keep_alive(&deliveries);
         match &self.handling {
             Handling::Each(handler) => {
                 for (message, delivery) in deliveries {
-                    let result = AssertUnwindSafe(handler(delivery.clone()))
+                    let span = delivery.span.clone();
+                    let result = AssertUnwindSafe(handler(delivery.clone()).instrument(span))
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|_| Err(panicked()));
@@ -169,14 +233,15 @@ impl Lane {
             Handling::Batched { db, apply } => self.apply_batch(db, apply.as_ref(), deliveries).await,
         }
         progress.abort();
+        self.metrics.handle.record(started.elapsed().as_secs_f64());
     }
 
     /// Group commit: prepares every delivery, applies those prepared in one transaction and
     /// settles them; if the transaction fails, applies each again in one of its own.
     async fn apply_batch(&self, db: &Db, apply: &dyn Apply, deliveries: Vec<(jetstream::Message, Delivery)>) {
-        let prepared = join_all(
-            deliveries.iter().map(|(_, delivery)| AssertUnwindSafe(apply.prepare(delivery)).catch_unwind()),
-        )
+        let prepared = join_all(deliveries.iter().map(|(_, delivery)| {
+            AssertUnwindSafe(apply.prepare(delivery).instrument(delivery.span.clone())).catch_unwind()
+        }))
         .await;
         let mut ready = Vec::with_capacity(deliveries.len());
         for ((message, delivery), result) in deliveries.into_iter().zip(prepared) {
@@ -218,20 +283,49 @@ impl Lane {
         if all.is_empty() {
             return Ok(());
         }
-        let mut tx = db.begin_write().await?;
-        let applied = match all.as_slice() {
-            [one] => apply.apply(&mut tx, one),
-            many => apply.apply_all(&mut tx, many),
+        // One delivery: its own span. Several: a `commit` span linked to each one's.
+        let span = match all.as_slice() {
+            [one] => one.span.clone(),
+            many => {
+                let span = tracing::info_span!(
+                    "commit",
+                    otel.name = %format_args!("commit {}", self.spec.durable),
+                    messaging.batch.message_count = many.len(),
+                );
+                for delivery in many {
+                    crate::telemetry::add_link(&span, delivery.header(crate::telemetry::TRACEPARENT));
+                }
+                span
+            }
         };
-        AssertUnwindSafe(applied).catch_unwind().await.unwrap_or_else(|_| Err(panicked()))?;
-        tx.commit().await?;
+        async {
+            let mut tx = db.begin_write().await?;
+            let applied = match all.as_slice() {
+                [one] => apply.apply(&mut tx, one),
+                many => apply.apply_all(&mut tx, many),
+            };
+            AssertUnwindSafe(applied).catch_unwind().await.unwrap_or_else(|_| Err(panicked()))?;
+            tx.commit().await?;
+            Ok::<(), HandleError>(())
+        }
+        .instrument(span)
+        .await?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         apply.committed();
         Ok(())
     }
 
-    /// Acks, naks or dead-letters a message by its handler's result.
+    /// Acks, naks or dead-letters a message by its handler's result, in its `process` span.
     async fn settle(
+        &self,
+        message: &jetstream::Message,
+        delivery: &Delivery,
+        result: Result<(), HandleError>,
+    ) {
+        self.settle_now(message, delivery, result).instrument(delivery.span.clone()).await
+    }
+
+    async fn settle_now(
         &self,
         message: &jetstream::Message,
         delivery: &Delivery,
@@ -244,6 +338,7 @@ impl Lane {
                     tracing::warn!(seq = stream_seq, error = %err, "ack failed; the message will be redelivered");
                 } else {
                     self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.acks.increment(1);
                 }
             }
             Err(HandleError::Poison(reason)) => self.dead_letter(message, delivery, "poison", &reason).await,
@@ -255,6 +350,7 @@ impl Lane {
                 tracing::warn!(durable = %self.spec.durable, seq = stream_seq, delivered, retry_in = ?delay, error = %reason, "handler failed; retrying");
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                self.metrics.naks.increment(1);
             }
         }
     }
@@ -277,6 +373,8 @@ impl Lane {
                 tracing::warn!(durable = %self.spec.durable, seq = delivery.stream_seq, reason, error, "message dead-lettered");
                 let _ = message.ack_with(AckKind::Term).await;
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::observe::CONSUMER_DEAD_LETTERS, "consumer" => self.spec.durable.clone(), "reason" => reason.to_string())
+                    .increment(1);
             }
             Err(err) => {
                 // Never drop a message we could not park: let it come back and try again.

@@ -121,6 +121,13 @@ impl Consumer {
         self.stats.clone()
     }
 
+    /// Reports this consumer's pending and ack-pending messages (consumer info) and its dead
+    /// letters waiting in `DLQ` at every render of `scrape`.
+    pub fn observe(&self, scrape: &crate::observe::Scrape) {
+        let (js, spec) = (self.js.clone(), self.spec.clone());
+        scrape.on_scrape(move || collect(js.clone(), spec.clone()));
+    }
+
     /// Creates the durable consumer, or updates it to this spec.
     pub async fn bind(&self) -> Result<jetstream::consumer::Consumer<pull::Config>, ConsumerError> {
         self.create(&self.spec.stream, self.spec.config()).await
@@ -168,6 +175,7 @@ impl Consumer {
         let lanes = self.spec.concurrency.max(1);
         let mut senders = Vec::with_capacity(lanes);
         let mut workers = Vec::with_capacity(lanes);
+        let metrics = Arc::new(lane::ConsumerMetrics::new(&self.spec.durable));
         for _ in 0..lanes {
             let (tx, rx) = mpsc::channel::<jetstream::Message>(self.spec.max_batch.max(32));
             senders.push(tx);
@@ -176,6 +184,7 @@ impl Consumer {
                 spec: self.spec.clone(),
                 handling: self.handling.clone(),
                 stats: self.stats.clone(),
+                metrics: metrics.clone(),
             };
             workers.push(tokio::spawn(lane.run(rx, shutdown.clone())));
         }
@@ -190,6 +199,38 @@ impl Consumer {
         }
         tracing::info!(durable = %self.spec.durable, "consumer stopped");
         Ok(())
+    }
+}
+
+/// Reads the gauges [`Consumer::observe`] reports.
+async fn collect(js: jetstream::Context, spec: Arc<ConsumerSpec>) {
+    use crate::observe::{CONSUMER_ACK_PENDING, CONSUMER_PENDING, DLQ_MESSAGES};
+    let label = [("consumer", spec.durable.clone())];
+    let stream = js.get_stream_no_info(&spec.stream).await;
+    match stream {
+        Ok(stream) => match stream.consumer_info(&spec.durable).await {
+            Ok(info) => {
+                metrics::gauge!(CONSUMER_PENDING, &label).set(info.num_pending as f64);
+                metrics::gauge!(CONSUMER_ACK_PENDING, &label).set(info.num_ack_pending as f64);
+            }
+            Err(err) => {
+                tracing::debug!(durable = %spec.durable, error = %err, "failed to read consumer info")
+            }
+        },
+        Err(err) => tracing::debug!(error = %err, "failed to find the stream"),
+    }
+    let letters = async {
+        let dlq = js.get_stream_no_info(crate::names::DLQ_STREAM).await.ok()?;
+        let mut subjects =
+            dlq.info_with_subjects(crate::names::dlq_subject(&spec.stream, &spec.durable)).await.ok()?;
+        let mut total = 0usize;
+        while let Some(Ok((_, count))) = subjects.next().await {
+            total += count;
+        }
+        Some(total)
+    };
+    if let Some(total) = letters.await {
+        metrics::gauge!(DLQ_MESSAGES, &label).set(total as f64);
     }
 }
 

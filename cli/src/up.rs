@@ -47,6 +47,17 @@ pub struct UpArgs {
     #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
 
+    /// First port of the services' Prometheus /metrics listeners (inventory, email, audit take
+    /// this one and the next two; order-service serves /metrics on its HTTP port); a free one
+    /// is picked when one is taken; 0 picks free ones.
+    #[arg(long, env = "METRICS_PORT", default_value_t = 9101)]
+    pub metrics_port: u16,
+
+    /// OTLP/HTTP endpoint every service exports its traces to (e.g. http://127.0.0.1:4318);
+    /// default none: no traces are sent.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// nats-server configuration; default ./nats.conf, else the copy built into this command.
     #[arg(long, env = "NATS_CONFIG")]
     pub nats_config: Option<PathBuf>,
@@ -125,6 +136,8 @@ impl Service {
             .env_remove("NATS_CREDS")
             .env_remove("HTTP_ADDR")
             .env_remove("NATS_INBOX_PREFIX")
+            .env_remove("METRICS_ADDR")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -332,6 +345,8 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
 
     let bins = bin_dir(args.bin_dir.as_ref())?;
     let mut services = Vec::new();
+    let mut metrics = Vec::new();
+    let mut next_metrics_port = args.metrics_port;
     for (binary, user, variable) in SERVICES {
         let path = bins.join(binary);
         if !path.is_file() {
@@ -339,16 +354,31 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
             bail!("{} not found: build the services (cargo build --bins) or pass --bin-dir", path.display());
         }
         let mut command = vec![path.display().to_string()];
-        if binary == "order-service" {
-            command.extend(["--http-addr".into(), format!("127.0.0.1:{http_port}")]);
-        }
-        let env = vec![
+        let mut env = vec![
             ("NATS_URL".to_string(), nats_url.clone()),
             ("NATS_USER".to_string(), user.to_string()),
             ("NATS_PASSWORD".to_string(), password(variable)),
             ("DATA_DIR".to_string(), data_dir.display().to_string()),
             ("INSTANCE_ID".to_string(), "1".to_string()),
         ];
+        if binary == "order-service" {
+            command.extend(["--http-addr".into(), format!("127.0.0.1:{http_port}")]);
+            metrics.push((binary, format!("{http_url}/metrics")));
+        } else {
+            let port = match pick_port(next_metrics_port, &format!("{binary} metrics")) {
+                Ok(port) => port,
+                Err(err) => {
+                    stop_all(&mut services, &mut nats).await;
+                    return Err(err);
+                }
+            };
+            next_metrics_port = if next_metrics_port == 0 { 0 } else { next_metrics_port.saturating_add(1) };
+            env.push(("METRICS_ADDR".to_string(), format!("127.0.0.1:{port}")));
+            metrics.push((binary, format!("http://127.0.0.1:{port}/metrics")));
+        }
+        if let Some(endpoint) = &args.otlp_endpoint {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), endpoint.clone()));
+        }
         let mut service = Service {
             name: binary,
             command,
@@ -387,6 +417,12 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     println!("  NATS        {nats_url}   (user {OPS_USER}, password $OPS_PASSWORD, default dev-ops)");
     println!("  monitoring  {monitor_url}");
     println!("  HTTP API    {http_url}");
+    for (service, url) in &metrics {
+        println!("  metrics     {service:<18} {url}");
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        println!("  traces      OTLP/HTTP to {endpoint}");
+    }
     println!("  data        {}   (logs in {})", data_dir.display(), logs.display());
     println!(
         "  nats CLI    nats context save switchyard --server {nats_url} --user {OPS_USER} --password {} --inbox-prefix {} --select",

@@ -1,6 +1,7 @@
 //! The `switchyard` command against a real stack it starts itself.
 
 mod natscli;
+mod observability;
 mod operator;
 
 use std::net::TcpListener;
@@ -27,6 +28,11 @@ struct Up {
 
 impl Up {
     async fn start(data_dir: &Path, extra: &[&str]) -> (Up, Vec<String>) {
+        Up::start_with_env(data_dir, extra, &[]).await
+    }
+
+    /// Like [`Up::start`], with environment variables for `up` (and so its services).
+    async fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Up, Vec<String>) {
         let bin_dir = switchyard().parent().unwrap().to_path_buf();
         for service in ["inventory-service", "order-service", "email-service", "audit-service"] {
             assert!(
@@ -41,6 +47,9 @@ impl Up {
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--nats-port", &ports[0], "--monitor-port", &ports[1], "--http-port", &ports[2]])
+            // Free ports for the /metrics listeners: tests run side by side.
+            .args(["--metrics-port", "0"])
+            .envs(env.iter().copied())
             .args(["--nats-config"])
             .arg(switchyard::testkit::workspace_root().join("nats.conf"))
             .args(["--nats-server"])

@@ -1,5 +1,6 @@
 //! The `switchyard` command against a real stack it starts itself.
 
+mod deploy;
 mod natscli;
 mod observability;
 mod operator;

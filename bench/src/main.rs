@@ -53,6 +53,12 @@ pub struct Config {
     #[arg(long)]
     pub quick: bool,
 
+    /// Export every span with OTLP/HTTP to a sink this process starts (it discards them), from
+    /// this process and the pipeline's services: the cost of tracing on. Without it tracing is
+    /// off, as in a service without --otlp-endpoint.
+    #[arg(long)]
+    pub otlp_sink: bool,
+
     /// Where to write the JSON report.
     #[arg(long, env = "BENCH_REPORT", default_value = "bench-report.json")]
     pub report: PathBuf,
@@ -80,6 +86,18 @@ impl Config {
     }
 }
 
+/// An OTLP/HTTP endpoint that accepts and discards spans; its base URL.
+async fn otlp_sink() -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|_body: axum::body::Bytes| async { axum::http::StatusCode::OK }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind the OTLP sink")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut config = Config::parse();
@@ -92,8 +110,16 @@ async fn main() -> anyhow::Result<()> {
     if config.pipeline_rates.contains(&0) {
         anyhow::bail!("--pipeline-rates must be positive");
     }
-    switchyard::telemetry::init_with_default(switchyard::config::LogFormat::Text, "warn");
-    let report = scenarios::run(&config).await?;
+    let mut telemetry = switchyard::telemetry::TelemetryConfig::new(
+        switchyard::config::LogFormat::Text,
+        "switchyard-bench",
+        env!("CARGO_PKG_VERSION"),
+    );
+    telemetry.default_filter = "warn".into();
+    let sink = if config.otlp_sink { Some(otlp_sink().await?) } else { None };
+    telemetry.otlp_endpoint = sink.clone();
+    let _telemetry = switchyard::telemetry::install(&telemetry)?;
+    let report = scenarios::run(&config, sink.as_deref()).await?;
     println!("{}", report.table());
     std::fs::write(&config.report, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("failed to write {}", config.report.display()))?;

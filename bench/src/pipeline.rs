@@ -112,7 +112,11 @@ fn parse_ack(subject: &str) -> Option<(&str, &str, u64)> {
 }
 
 /// Runs the four services as processes and offers each of `rates` orders/s for `duration`.
-pub async fn run(rates: &[u32], duration: Duration) -> anyhow::Result<PipelineReport> {
+pub async fn run(
+    rates: &[u32],
+    duration: Duration,
+    otlp_sink: Option<&str>,
+) -> anyhow::Result<PipelineReport> {
     let bin = bin_dir()?;
     for service in SERVICES {
         if !bin.join(service).exists() {
@@ -145,6 +149,10 @@ pub async fn run(rates: &[u32], duration: Duration) -> anyhow::Result<PipelineRe
         if service == "order-service" {
             command.args(["--http-addr", &format!("127.0.0.1:{port}")]);
         }
+        match otlp_sink {
+            Some(sink) => command.env("OTEL_EXPORTER_OTLP_ENDPOINT", sink),
+            None => command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        };
         let child = command.spawn().with_context(|| format!("failed to start {service}"))?;
         let pid = child.id().context("service pid")?;
         processes.push(Process { name: service, child, pid });

@@ -76,6 +76,9 @@ pub struct Report {
     pub rounds: usize,
     /// Seconds per request-reply round.
     pub round_seconds: f64,
+    /// Tracing in this run: `off` (the default, as a service without `--otlp-endpoint`) or
+    /// `exported` (every span sent with OTLP to a discarding sink).
+    pub tracing: String,
     /// `inventory.check` over each transport.
     pub sync: Option<SyncReport>,
     /// POST /orders end to end: the services over NATS against the monolith, per database.
@@ -96,8 +99,8 @@ impl Report {
     /// The report as text tables.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "machine: {}; {}; {} round(s) of {:.1} s, median round shown\n",
-            self.machine, self.nats_server, self.rounds, self.round_seconds
+            "machine: {}; {}; {} round(s) of {:.1} s, median round shown; tracing {}\n",
+            self.machine, self.nats_server, self.rounds, self.round_seconds, self.tracing
         );
         if let Some(sync) = &self.sync {
             out.push_str(&format!(
@@ -224,7 +227,8 @@ fn check_request(n: u64) -> CheckRequest {
 }
 
 /// Runs every measurement.
-pub async fn run(config: &Config) -> anyhow::Result<Report> {
+/// Runs the sections `config` asks for; `otlp_sink`: where the pipeline's services export spans.
+pub async fn run(config: &Config, otlp_sink: Option<&str>) -> anyhow::Result<Report> {
     let version = std::process::Command::new(switchyard::testkit::nats_server_binary())
         .arg("--version")
         .output()
@@ -240,7 +244,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     let events =
         if config.runs(Section::Events) { Some(crate::events::run(config.events).await?) } else { None };
     let pipeline = if config.runs(Section::Pipeline) {
-        Some(crate::pipeline::run(&config.pipeline_rates, config.duration).await?)
+        Some(crate::pipeline::run(&config.pipeline_rates, config.duration, otlp_sink).await?)
     } else {
         None
     };
@@ -249,6 +253,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         nats_server: version,
         rounds: config.rounds,
         round_seconds: config.duration.as_secs_f64(),
+        tracing: if otlp_sink.is_some() { "exported" } else { "off" }.to_string(),
         sync,
         orders,
         breaker_overhead_ns,

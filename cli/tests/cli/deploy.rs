@@ -85,6 +85,15 @@ fn the_grafana_dashboard_is_well_formed_and_charts_every_platform_metric() {
 }
 
 #[test]
+fn the_readme_documents_every_metric() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    for metric in switchyard::observe::METRICS {
+        let row = format!("| `{}` | {} |", metric.name, metric.kind);
+        assert!(readme.contains(&row), "the README's metrics table lacks {row}");
+    }
+}
+
+#[test]
 fn prometheus_scrapes_every_service_where_compose_serves_its_metrics() {
     let root = workspace_root();
     let compose = yaml(&root.join("compose.yaml"));

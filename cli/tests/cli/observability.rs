@@ -19,6 +19,8 @@ use crate::{Up, field, number_after};
 #[derive(Debug, Clone)]
 struct Span {
     service: String,
+    /// The resource's `service.version`.
+    version: String,
     name: String,
     kind: i32,
     trace_id: String,
@@ -54,17 +56,21 @@ async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
                 let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf request");
                 let mut received = Vec::new();
                 for resource in request.resource_spans {
-                    let service = resource
-                        .resource
-                        .iter()
-                        .flat_map(|r| &r.attributes)
-                        .find(|kv| kv.key == "service.name")
-                        .map(|kv| text(&kv.value))
-                        .unwrap_or_default();
+                    let attribute = |key: &str| {
+                        resource
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|kv| kv.key == key)
+                            .map(|kv| text(&kv.value))
+                            .unwrap_or_default()
+                    };
+                    let (service, version) = (attribute("service.name"), attribute("service.version"));
                     for scope in resource.scope_spans {
                         for span in scope.spans {
                             received.push(Span {
                                 service: service.clone(),
+                                version: version.clone(),
                                 name: span.name.clone(),
                                 kind: span.kind,
                                 trace_id: hex(&span.trace_id),
@@ -142,7 +148,7 @@ async fn one_order_is_one_trace_across_every_service_process() {
     let response = reqwest::Client::new()
         .post(format!("{http_url}/orders"))
         .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
-        .json(&serde_json::json!({"user_id": "tracer", "items": [{"sku": "TRACE-1", "quantity": 1}]}))
+        .json(&serde_json::json!({"user_id": "tracer", "email": "tracer@example.com", "items": [{"sku": "TRACE-1", "quantity": 1}]}))
         .send()
         .await
         .unwrap();
@@ -151,16 +157,28 @@ async fn one_order_is_one_trace_across_every_service_process() {
     let of_trace = || -> Vec<Span> {
         received.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect()
     };
+    // The whole lifecycle: audit records the created, stock_committed and confirmation_sent events.
     let processed = |spans: &[Span]| {
-        ["process inventory", "process email", "process audit"]
+        ["process inventory", "process email", "publish confirmation_sent"]
             .iter()
             .all(|name| spans.iter().any(|s| s.name == *name))
+            && spans.iter().filter(|s| s.name == "process audit").count() == 3
     };
-    eventually(Duration::from_secs(30), "the order's spans from every service", || {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let spans = of_trace();
-        async move { processed(&spans) && spans.iter().any(|s| s.name == "inventory.reserve" && s.kind == SERVER) }
-    })
-    .await;
+        if processed(&spans) && spans.iter().any(|s| s.name == "inventory.reserve" && s.kind == SERVER) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let mut shown = String::new();
+            tree(&spans, caller_span, 0, &mut shown);
+            let all: Vec<String> =
+                spans.iter().map(|s| format!("{} [{}] parent {}", s.name, s.service, s.parent)).collect();
+            panic!("not every service's span arrived within 30 s:\n{shown}\nall:\n{}", all.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let spans = of_trace();
     let mut shown = String::new();
     tree(&spans, caller_span, 0, &mut shown);
@@ -174,6 +192,7 @@ async fn one_order_is_one_trace_across_every_service_process() {
         assert!(!found.is_empty(), "no {name} span of {service}:\n{shown}");
         found[0].clone()
     };
+    assert!(spans.iter().all(|s| s.version == env!("CARGO_PKG_VERSION")), "service.version on every span");
     let http = one("POST /orders", Some(SERVER), "order-service");
     assert_eq!(http.parent, caller_span, "{shown}");
     assert_eq!(http.attributes.get("http.response.status_code").map(String::as_str), Some("201"), "{shown}");
@@ -200,10 +219,22 @@ async fn one_order_is_one_trace_across_every_service_process() {
         );
     }
     // Lifecycle events the consumers publish continue the trace from their process span.
+    let parent_name = |span: &Span| {
+        spans.iter().find(|s| s.span_id == span.parent).map(|s| s.name.clone()).unwrap_or_default()
+    };
     let committed = one("publish stock_committed", Some(PRODUCER), "inventory-service");
-    let inventory_process =
-        spans.iter().find(|s| s.span_id == committed.parent).map(|s| s.name.clone()).unwrap_or_default();
-    assert_eq!(inventory_process, "process inventory", "{shown}");
+    assert_eq!(parent_name(&committed), "process inventory", "{shown}");
+    let confirmed = one("publish confirmation_sent", Some(PRODUCER), "email-service");
+    assert_eq!(parent_name(&confirmed), "process email", "{shown}");
+    // audit processes each of the three events as its publish's child.
+    let mut audited: Vec<String> =
+        spans.iter().filter(|s| s.name == "process audit").map(parent_name).collect();
+    audited.sort();
+    assert_eq!(
+        audited,
+        ["publish confirmation_sent", "publish created", "publish stock_committed"],
+        "{shown}"
+    );
 
     // A log line written while handling an event carries that event's trace: a poison event
     // in a known trace is dead-lettered, and the warning says which trace.
@@ -230,6 +261,16 @@ async fn one_order_is_one_trace_across_every_service_process() {
     .await;
     assert_eq!(line["trace_id"], poison_trace, "{line}");
     assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    // The dead letter keeps the trace.
+    let letter = js
+        .get_stream("DLQ")
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("dlq.ORDERS.inventory")
+        .await
+        .expect("inventory's dead letter");
+    let traceparent = letter.headers.get("traceparent").map(|v| v.as_str().to_string()).unwrap_or_default();
+    assert!(traceparent.contains(poison_trace), "{traceparent}");
     drop(up);
 }
 

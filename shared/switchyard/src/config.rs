@@ -42,7 +42,7 @@ pub struct CommonArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// OTLP/HTTP endpoint to export traces to (e.g. http://127.0.0.1:4318; `/v1/traces` is
-    /// appended); off when unset: trace ids still propagate and appear in logs, nothing is recorded.
+    /// appended); off when unset (no spans are recorded and no trace context is propagated).
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 }

@@ -207,7 +207,10 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
                 match doc.kind {
                     "counter" => metrics::describe_counter!(doc.name, help),
                     "gauge" => metrics::describe_gauge!(doc.name, help),
-                    _ => metrics::describe_histogram!(doc.name, metrics::Unit::Seconds, help),
+                    _ if doc.name.ends_with("_seconds") => {
+                        metrics::describe_histogram!(doc.name, metrics::Unit::Seconds, help)
+                    }
+                    _ => metrics::describe_histogram!(doc.name, help),
                 }
             }
             // Histogram samples are folded into their buckets by upkeep: without a scrape they

@@ -6,8 +6,10 @@
 //! HTTP request -> breaker -> request client -> the micro handler; the outbox row -> the relay's
 //! publish -> each consumer's `process` span -> the events they publish in turn.
 //!
-//! With no endpoint the spans are not sampled (nothing recorded, nothing sent), but ids still
-//! propagate, and log lines still carry `trace_id` and `span_id`.
+//! With no endpoint tracing is off: no layer wants the spans (making one costs nanoseconds), no
+//! context is propagated, and outbox events start a trace each. With an endpoint, every span is
+//! sampled unless its remote parent was not, and log lines carry `trace_id` and `span_id`.
+//! `OTEL_SDK_DISABLED=true` turns tracing off even with an endpoint.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -138,8 +140,11 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             .with_attributes(attributes)
             .build()
     };
-    let builder = SdkTracerProvider::builder().with_resource(resource);
-    let (provider, exporting) = match &config.otlp_endpoint {
+    // OTEL_SDK_DISABLED=true (the OpenTelemetry standard switch) turns tracing off even with an
+    // endpoint. Off, no layer wants the spans: making one costs a few nanoseconds.
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let endpoint = config.otlp_endpoint.as_ref().filter(|_| !disabled);
+    let provider = match endpoint {
         Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -147,22 +152,30 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
                 .with_timeout(std::time::Duration::from_secs(5))
                 .build()
                 .map_err(|source| TelemetryError::Exporter { endpoint: endpoint.clone(), source })?;
-            let provider = builder
-                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-                .with_batch_exporter(exporter)
-                .build();
-            (provider, true)
+            Some(
+                SdkTracerProvider::builder()
+                    .with_resource(resource)
+                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
         }
-        // Ids are made and propagated, nothing is recorded.
-        None => (builder.with_sampler(Sampler::AlwaysOff).build(), false),
+        None => None,
     };
-    let tracer = provider.tracer("switchyard");
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("switchyard"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    // Log lines are events only: spans are for the trace (their ids end each line), so the log
+    // layer never formats a span's fields.
+    let filter = tracing_subscriber::filter::FilterExt::and(
+        filter,
+        tracing_subscriber::filter::filter_fn(|metadata| metadata.is_event()),
+    );
     let ansi = std::io::stderr().is_terminal();
     let logs = match config.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -193,7 +206,7 @@ pub fn install(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    Ok(Telemetry { provider: exporting.then_some(provider) })
+    Ok(Telemetry { provider })
 }
 
 /// `<endpoint>/v1/traces`, as the OTLP specification builds the traces URL from a base endpoint.
@@ -221,9 +234,11 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let ids = ctx.lookup_current().and_then(|span| {
-            let dispatch = DISPATCH.get()?.upgrade()?;
-            let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+        // The innermost span entered on this thread, whichever layer wants it (the log layer
+        // sees no spans).
+        let ids = DISPATCH.get().and_then(|weak| weak.upgrade()).and_then(|dispatch| {
+            let current = dispatch.current_span();
+            let cx = tracing_opentelemetry::get_otel_context(current.id()?, &dispatch)?;
             let span_context = cx.span().span_context().clone();
             span_context.is_valid().then_some(span_context)
         });

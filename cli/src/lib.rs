@@ -2,6 +2,7 @@
 //! Switchyard stack.
 
 pub mod connect;
+pub mod dashboard;
 pub mod demo;
 pub mod dlq;
 pub mod health;
@@ -35,6 +36,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Services (from $SRV.PING/INFO/STATS), streams, consumers and the breaker, on one screen.
     Status(status::StatusArgs),
+    /// The running platform on a web page (and its JSON API), live; DLQ actions with --allow-actions.
+    Dashboard(dashboard::DashboardArgs),
     /// List, show, replay or purge dead letters.
     Dlq(dlq::DlqArgs),
     /// Exit 0 when a service answers $SRV.PING (or an HTTP API is ready), else 1.
@@ -53,6 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => status::run(&args).await,
+        Command::Dashboard(args) => dashboard::run(&args).await,
         Command::Dlq(args) => dlq::run(&args).await,
         Command::Health(args) => health::run(&args).await,
         Command::Provision(args) => provision::run(&args).await,

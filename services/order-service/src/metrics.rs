@@ -17,3 +17,32 @@ pub fn describe() {
          inventory_unavailable, rejected, error)."
     );
 }
+
+/// The outcomes [`count_order`] knows, in a fixed order.
+pub const OUTCOMES: [&str; 7] =
+    ["accepted", "replayed", "out_of_stock", "unknown_sku", "inventory_unavailable", "rejected", "error"];
+
+/// Attempts to place an order by outcome, since this instance started: what the `orders` micro
+/// service reports in its STATS data (`nats micro stats orders`, the dashboard).
+#[derive(Debug, Default)]
+pub struct OrderTally {
+    counts: [std::sync::atomic::AtomicU64; OUTCOMES.len()],
+}
+
+impl OrderTally {
+    /// Counts one attempt (and the Prometheus counter).
+    pub fn count(&self, outcome: &'static str) {
+        count_order(outcome);
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Every outcome and its count, as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let counts = OUTCOMES.iter().zip(&self.counts).map(|(o, c)| {
+            (o.to_string(), serde_json::Value::from(c.load(std::sync::atomic::Ordering::Relaxed)))
+        });
+        serde_json::Value::Object(counts.collect())
+    }
+}

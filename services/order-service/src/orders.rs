@@ -90,6 +90,7 @@ pub struct OrderService {
     store: OrderStore,
     inventory: InventoryClient,
     relay: RelayWaker,
+    tally: std::sync::Arc<crate::metrics::OrderTally>,
 }
 
 /// Why an order could not be cancelled.
@@ -107,7 +108,7 @@ impl OrderService {
     /// Orders in `store`, reserving through `inventory`; `relay` is woken after each event commit.
     pub fn new(store: OrderStore, inventory: InventoryClient, relay: RelayWaker) -> Self {
         crate::metrics::describe();
-        OrderService { store, inventory, relay }
+        OrderService { store, inventory, relay, tally: Default::default() }
     }
 
     /// Cancels an order: status `cancelled` and an `events.orders.cancelled.<id>` event, in one
@@ -148,6 +149,11 @@ impl OrderService {
         &self.store
     }
 
+    /// Attempts to place an order by outcome, since this instance started.
+    pub fn tally(&self) -> &crate::metrics::OrderTally {
+        &self.tally
+    }
+
     /// The inventory client.
     pub fn inventory(&self) -> &InventoryClient {
         &self.inventory
@@ -165,7 +171,7 @@ impl OrderService {
         idempotency_key: Option<&str>,
     ) -> Result<Placed, PlaceError> {
         let result = self.try_place(request, idempotency_key).await;
-        crate::metrics::count_order(match &result {
+        self.tally.count(match &result {
             Ok(Placed::Created(_)) => "accepted",
             Ok(Placed::Replayed(_)) => "replayed",
             Err(PlaceError::OutOfStock(_)) => "out_of_stock",

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::connect::StackArgs;
-use crate::status::Report;
+use crate::status::{ConsumerReport, Report, StreamReport};
 
 /// Seconds of history kept for the charts.
 const HISTORY: usize = 300;
@@ -100,42 +100,22 @@ pub struct EndpointView {
     pub last_error: String,
 }
 
-/// One stream.
+/// One stream, as `status` reports it, with its publish rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamView {
-    /// Name.
-    pub name: String,
-    /// Messages held.
-    pub messages: u64,
-    /// Bytes held.
-    pub bytes: u64,
-    /// First sequence.
-    pub first_seq: u64,
-    /// Last sequence.
-    pub last_seq: u64,
-    /// Replicas.
-    pub replicas: usize,
+    /// What `status` reports.
+    #[serde(flatten)]
+    pub stream: StreamReport,
     /// Messages published per second since the last snapshot.
     pub publish_rate: f64,
 }
 
-/// One durable consumer.
+/// One durable consumer, as `status` reports it, with its recent lag.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConsumerView {
-    /// Its stream.
-    pub stream: String,
-    /// Its name.
-    pub name: String,
-    /// Not yet delivered.
-    pub pending: u64,
-    /// Delivered, not acked.
-    pub ack_pending: usize,
-    /// Redelivered.
-    pub redelivered: usize,
-    /// Acked.
-    pub acked: u64,
-    /// Last activity (RFC 3339).
-    pub last_active: Option<String>,
+    /// What `status` reports.
+    #[serde(flatten)]
+    pub consumer: ConsumerReport,
     /// Lag (pending + ack pending), one value per snapshot, oldest first.
     pub lag_history: Vec<u64>,
 }
@@ -372,12 +352,7 @@ impl Memory {
             .streams
             .iter()
             .map(|s| StreamView {
-                name: s.name.clone(),
-                messages: s.messages,
-                bytes: s.bytes,
-                first_seq: s.first_seq,
-                last_seq: s.last_seq,
-                replicas: s.replicas,
+                stream: s.clone(),
                 publish_rate: rate(
                     s.last_seq,
                     previous.and_then(|p| p.streams.iter().find(|x| x.name == s.name)).map(|x| x.last_seq),
@@ -394,16 +369,7 @@ impl Memory {
                 while history.len() > 60 {
                     history.pop_front();
                 }
-                ConsumerView {
-                    stream: c.stream.clone(),
-                    name: c.name.clone(),
-                    pending: c.pending,
-                    ack_pending: c.ack_pending,
-                    redelivered: c.redelivered,
-                    acked: c.acked,
-                    last_active: c.last_active.clone(),
-                    lag_history: history.iter().copied().collect(),
-                }
+                ConsumerView { consumer: c.clone(), lag_history: history.iter().copied().collect() }
             })
             .collect();
 

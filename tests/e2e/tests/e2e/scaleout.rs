@@ -290,7 +290,15 @@ async fn created_at_least(js: &jetstream::Context, count: u64) {
 /// counted and shown.
 struct Load {
     stop: Shutdown,
-    lanes: Vec<tokio::task::JoinHandle<(Vec<String>, Vec<String>, Vec<String>)>>,
+    lanes: Vec<tokio::task::JoinHandle<Lane>>,
+}
+
+/// What one load client saw: the ids of its accepted orders, its failures and its retries.
+#[derive(Default)]
+struct Lane {
+    ids: Vec<String>,
+    failed: Vec<String>,
+    retried: Vec<String>,
 }
 
 fn start_load(fleet: &Fleet) -> Load {
@@ -300,7 +308,7 @@ fn start_load(fleet: &Fleet) -> Load {
     for lane in 0..8 {
         let (http, balancer, stop) = (http.clone(), fleet.balancer.clone(), stop.clone());
         lanes.push(tokio::spawn(async move {
-            let (mut ids, mut failed, mut retried) = (Vec::new(), Vec::new(), Vec::new());
+            let Lane { mut ids, mut failed, mut retried } = Lane::default();
             let mut n = lane;
             while !stop.is_triggered() {
                 let body = serde_json::json!({ "user_id": format!("r{n}"), "email": "u@example.com", "items": [{ "sku": "BULK", "quantity": 1 }] });
@@ -349,7 +357,7 @@ fn start_load(fleet: &Fleet) -> Load {
                 }
                 n += 8;
             }
-            (ids, failed, retried)
+            Lane { ids, failed, retried }
         }));
     }
     Load { stop, lanes }
@@ -364,7 +372,8 @@ async fn finish_load(load: Load, fleet: &Fleet, js: &jetstream::Context) -> (u64
     load.stop.trigger();
     let (mut ids, mut failed, mut retried, mut answers) = (HashSet::new(), Vec::new(), Vec::new(), 0);
     for lane in load.lanes {
-        let (lane_ids, lane_failed, lane_retried) = joined(lane, "a load client").await;
+        let Lane { ids: lane_ids, failed: lane_failed, retried: lane_retried } =
+            joined(lane, "a load client").await;
         answers += lane_ids.len();
         ids.extend(lane_ids);
         failed.extend(lane_failed);

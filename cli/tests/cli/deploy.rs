@@ -1,8 +1,10 @@
-//! The observability configurations under deploy/ and in compose.yaml agree with the code: the
-//! Grafana dashboard is well formed and charts every metric the platform records (and nothing it
-//! does not), and Prometheus scrapes every service where compose serves its /metrics.
+//! The deployment descriptions agree with the code: the Grafana dashboard is well formed and
+//! charts every metric the platform records (and nothing it does not); Prometheus scrapes every
+//! service where compose serves its /metrics; the Kubernetes manifests validate against the
+//! Kubernetes schemas; compose and Kubernetes take the services' configuration from the same
+//! files (deploy/config/*.env), and every variable either sets is one the service's `--help` lists.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
@@ -17,6 +19,59 @@ fn yaml(path: &Path) -> Value {
         .expect("run python");
     assert!(output.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("json")
+}
+
+/// Every document of a multi-document YAML file, as JSON.
+fn yaml_all(path: &Path) -> Vec<Value> {
+    let output = std::process::Command::new(switchyard::testkit::python())
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python");
+    assert!(output.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+/// compose.yaml as Compose resolves it (env files read, anchors merged), every profile on.
+fn compose() -> Value {
+    let compose = switchyard::testkit::python().with_file_name("docker-compose");
+    let output = std::process::Command::new(compose)
+        .arg("-f")
+        .arg(workspace_root().join("compose.yaml"))
+        .args(["--profile", "observability", "config", "--format", "json"])
+        .output()
+        .expect("run docker-compose (./scripts/test installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("compose json")
+}
+
+/// `KEY=VALUE` lines of an env file, comments and blank lines left out.
+fn env_file(name: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(workspace_root().join("deploy/config").join(name)).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('=').expect("KEY=VALUE");
+            (key.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// The environment variables `binary --help` lists (`[env: NAME=...]`).
+fn help_env(binary: &str) -> BTreeSet<String> {
+    let path = crate::switchyard().with_file_name(binary);
+    let output =
+        std::process::Command::new(&path).arg("--help").output().expect("the service binary is built");
+    let help = String::from_utf8_lossy(&output.stdout);
+    help.split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The metric names an expression uses (`switchyard_...`, histogram suffixes removed).
@@ -96,7 +151,7 @@ fn the_readme_documents_every_metric() {
 #[test]
 fn prometheus_scrapes_every_service_where_compose_serves_its_metrics() {
     let root = workspace_root();
-    let compose = yaml(&root.join("compose.yaml"));
+    let compose = compose();
     let prometheus = yaml(&root.join("deploy/prometheus/prometheus.yml"));
     let jobs = prometheus["scrape_configs"].as_array().expect("scrape configs");
     let services = compose["services"].as_object().unwrap();
@@ -125,8 +180,133 @@ fn prometheus_scrapes_every_service_where_compose_serves_its_metrics() {
     // The files the observability services mount exist.
     for service in ["prometheus", "grafana"] {
         for volume in services[service]["volumes"].as_array().unwrap() {
-            let source = volume.as_str().and_then(|v| v.split(':').next()).unwrap_or_default();
-            assert!(root.join(source).exists(), "{service} mounts {source}, which is missing");
+            let source = volume["source"].as_str().unwrap_or_default();
+            assert!(Path::new(source).exists(), "{service} mounts {source}, which is missing");
+        }
+    }
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_against_the_kubernetes_schemas() {
+    let root = workspace_root();
+    let mut manifests: Vec<_> = std::fs::read_dir(root.join("deploy/k8s"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.sort();
+    assert!(manifests.len() >= 6, "{manifests:?}");
+    let validate = switchyard::testkit::python().with_file_name("kubernetes-validate");
+    let output = std::process::Command::new(validate)
+        .args(["--strict", "--kubernetes-version", "1.37.0"])
+        .args(&manifests)
+        .output()
+        .expect("run kubernetes-validate (./scripts/test installs it)");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{text}");
+    // Every resource was checked: nothing skipped for want of a schema.
+    assert!(!text.contains("skipping") && !text.contains("WARN"), "{text}");
+    for kind in [
+        "statefulset/nats",
+        "deployment/orders",
+        "deployment/inventory",
+        "deployment/email",
+        "deployment/audit",
+        "poddisruptionbudget/nats",
+        "job/provision",
+    ] {
+        assert!(text.contains(&format!("passed for resource {kind}")), "{kind} was not validated:\n{text}");
+    }
+}
+
+#[test]
+fn compose_and_kubernetes_share_the_services_configuration_and_it_matches_their_help() {
+    let root = workspace_root();
+    let compose = compose();
+    let documents: Vec<Value> = ["20-config.yaml", "50-services.yaml"]
+        .iter()
+        .flat_map(|file| yaml_all(&root.join("deploy/k8s").join(file)))
+        .collect();
+    let config_map = |name: &str| -> BTreeMap<String, String> {
+        let found = documents
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no ConfigMap {name}"));
+        serde_json::from_value(found["data"].clone()).unwrap()
+    };
+    // nats.conf goes into Kubernetes verbatim.
+    let nats = documents.iter().find(|d| d["metadata"]["name"] == "nats-config").unwrap();
+    let repo_conf = std::fs::read_to_string(root.join("nats.conf")).unwrap();
+    assert_eq!(
+        nats["data"]["nats.conf"].as_str(),
+        Some(repo_conf.as_str()),
+        "the ConfigMap's nats.conf is the repo's"
+    );
+    assert_eq!(
+        config_map("switchyard-common"),
+        env_file("common.env"),
+        "switchyard-common = deploy/config/common.env"
+    );
+
+    for (service, binary) in [
+        ("inventory", "inventory-service"),
+        ("orders", "order-service"),
+        ("email", "email-service"),
+        ("audit", "audit-service"),
+    ] {
+        let own = env_file(&format!("{service}.env"));
+        assert_eq!(
+            config_map(&format!("switchyard-{service}")),
+            own,
+            "switchyard-{service} = deploy/config/{service}.env"
+        );
+        let known = help_env(binary);
+        assert!(known.contains("NATS_URL") && known.contains("METRICS_ADDR"), "{binary} --help: {known:?}");
+
+        // Compose: the env files' values, and nothing its --help does not know.
+        let environment = compose["services"][service]["environment"].as_object().unwrap();
+        for (key, value) in env_file("common.env").iter().chain(own.iter()) {
+            assert_eq!(
+                environment.get(key).and_then(Value::as_str),
+                Some(value.as_str()),
+                "compose {service}: {key}"
+            );
+        }
+        for key in environment.keys() {
+            assert!(
+                key == "RUST_LOG" || known.contains(key),
+                "compose sets {key} on {service}, which {binary} --help does not list"
+            );
+        }
+
+        // Kubernetes: the Deployment takes both ConfigMaps, and sets only what --help knows.
+        let deployment = documents
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == service)
+            .unwrap_or_else(|| panic!("no Deployment {service}"));
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["command"][0], binary);
+        let from: Vec<&str> = container["envFrom"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["configMapRef"]["name"].as_str())
+            .collect();
+        assert_eq!(from, ["switchyard-common".to_string(), format!("switchyard-{service}")]);
+        for variable in container["env"].as_array().unwrap() {
+            let key = variable["name"].as_str().unwrap();
+            assert!(
+                known.contains(key),
+                "the {service} Deployment sets {key}, which {binary} --help does not list"
+            );
+        }
+        for key in env_file("common.env").keys().chain(own.keys()) {
+            assert!(
+                key == "RUST_LOG" || known.contains(key),
+                "deploy/config sets {key} for {service}, which {binary} --help does not list"
+            );
         }
     }
 }

@@ -7,6 +7,9 @@
 # - ensure_go_tools (./scripts/test; needs Go): built from their Go modules into .tools/bin, pinned:
 #   the official nats-server v2.15.2, the nats CLI v0.5.0, and the suite's Go client
 #   (tests/interop/go). Go's module and build caches are its own (shared between checkouts);
+# - ensure_node_tools (./scripts/test; needs Node.js and npm): the Node packages of
+#   tests/interop/node (@asyncapi/parser, to validate the AsyncAPI document), pinned by its
+#   package-lock.json, with `npm ci` into tests/interop/node/node_modules;
 # - ensure_browser (./scripts/test): Chromium for the dashboard's browser test, the Debian package
 #   `chromium` (apt-get, as root or with sudo), when /usr/bin/chromium is missing; Playwright, which
 #   drives it, comes with the test packages (pip).
@@ -72,6 +75,23 @@ ensure_go_tools() {
     _go_install nats "$NATS_CLI_MODULE"
     # The suite's Go client: rebuilt every run (seconds, from Go's build cache).
     (cd "$ROOT/tests/interop/go" && GOTOOLCHAIN=local go build -o "$TOOLS/bin/switchyard-go-interop" .)
+}
+
+ensure_node_tools() {
+    local dir="$ROOT/tests/interop/node"
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "error: node and npm are needed for the AsyncAPI check (install Node.js 18 or later)" >&2
+        return 1
+    fi
+    local stamp="$dir/node_modules/.lock.sha256"
+    local want
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    echo "==> installing the Node packages of tests/interop/node (npm ci: @asyncapi/parser)" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$want" > "$stamp"
 }
 
 ensure_browser() {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use switchyard::contract::{ContractError, ErrorBody, MAX_PAYLOAD, Validate, decode};
 use uuid::Uuid;
 
+pub mod asyncapi;
 pub mod names;
 pub mod streams;
 
@@ -536,6 +537,19 @@ mod tests {
             files,
             schemas().len(),
             "shared/contracts/schemas holds a schema per contract type, and no other file"
+        );
+    }
+
+    #[test]
+    fn the_checked_in_asyncapi_document_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("asyncapi.json");
+        let text = serde_json::to_string_pretty(&crate::asyncapi::document()).unwrap() + "\n";
+        if std::env::var_os("SWITCHYARD_UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        assert!(
+            std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()),
+            "stale shared/contracts/asyncapi.json: run SWITCHYARD_UPDATE_SCHEMAS=1 cargo test -p contracts"
         );
     }
 

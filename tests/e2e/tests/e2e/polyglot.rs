@@ -68,3 +68,63 @@ async fn a_go_client_discovers_calls_and_reads_an_orders_lifecycle_under_its_own
     assert_eq!((info.num_ack_pending, info.num_pending), (0, 0));
     assert_eq!(info.ack_floor.consumer_sequence, 3);
 }
+
+/// The AsyncAPI document of the contract (shared/contracts/asyncapi.json, generated from the code)
+/// is valid for the official parser, and names the durable consumers as the services declare them.
+#[tokio::test]
+async fn the_asyncapi_document_validates_with_the_official_parser_and_matches_the_consumers() {
+    let root = switchyard::testkit::workspace_root();
+    let output = tokio::process::Command::new("node")
+        .arg(root.join("tests/interop/node/validate_asyncapi.mjs"))
+        .arg(root.join("shared/contracts/asyncapi.json"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run node (./scripts/test installs the parser)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(summary["errors"], 0, "{summary}");
+    for address in [
+        "events.orders.created.{order_id}",
+        "events.orders.{kind}.{order_id}",
+        "dlq.{stream}.{consumer}",
+        "inventory.reserve",
+        "orders.get",
+        "audit.history",
+    ] {
+        assert!(summary["channels"].as_array().unwrap().iter().any(|c| c == address), "{address}: {summary}");
+    }
+    assert!(
+        summary["operations"].as_array().unwrap().iter().any(|o| o == "receive inventoryReserve"),
+        "{summary}"
+    );
+
+    // The JetStream side the document states is the one the services run.
+    let document = contracts::asyncapi::document();
+    for spec in [
+        inventory_service::events::consumer_spec(),
+        email_service::consumer_spec(),
+        audit_service::consumer_spec(),
+    ] {
+        let stated: Vec<&serde_json::Value> = document["operations"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|operation| operation["x-jetstream"]["durable"] == spec.durable.as_str())
+            .map(|operation| &operation["x-jetstream"])
+            .collect();
+        assert!(!stated.is_empty(), "no operation of consumer {}", spec.durable);
+        for jetstream in stated {
+            assert_eq!(jetstream["stream"], spec.stream.as_str());
+            assert_eq!(
+                jetstream["filter_subjects"],
+                serde_json::json!(spec.filter_subjects),
+                "{}",
+                spec.durable
+            );
+            assert_eq!(jetstream["max_deliver"], spec.max_deliver, "{}", spec.durable);
+            assert_eq!(jetstream["ack_wait"], format!("{}s", spec.ack_wait.as_secs()), "{}", spec.durable);
+        }
+    }
+}

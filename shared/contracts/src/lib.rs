@@ -13,6 +13,7 @@ pub use switchyard::contract::{ContractError, ErrorBody, MAX_PAYLOAD, Validate, 
 use uuid::Uuid;
 
 pub mod asyncapi;
+pub mod evolution;
 pub mod names;
 pub mod streams;
 
@@ -537,6 +538,39 @@ mod tests {
             files,
             schemas().len(),
             "shared/contracts/schemas holds a schema per contract type, and no other file"
+        );
+    }
+
+    #[test]
+    fn no_change_breaks_a_consumer_built_against_the_published_schemas() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("published");
+        if std::env::var_os("SWITCHYARD_PUBLISH_SCHEMAS").is_some() {
+            for (name, schema) in schemas() {
+                let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+                std::fs::write(dir.join(format!("{name}.json")), text).unwrap();
+            }
+        }
+        let current: std::collections::BTreeMap<_, _> = schemas().into_iter().collect();
+        let mut breaks = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".json") else { continue };
+            let published: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+            match current.get(name) {
+                Some(schema) => breaks.extend(
+                    crate::evolution::breaking_changes(&published, schema)
+                        .into_iter()
+                        .map(|b| format!("{name}: {b}")),
+                ),
+                None => breaks.push(format!("{name}: the message is gone")),
+            }
+        }
+        assert!(
+            breaks.is_empty(),
+            "changes that break consumers of the published contract: {breaks:#?}\n\
+             Add optional fields only; a breaking change is a new subject or a version header \
+             (README: Contract evolution)."
         );
     }
 

@@ -69,6 +69,35 @@ async fn a_go_client_discovers_calls_and_reads_an_orders_lifecycle_under_its_own
     assert_eq!(info.ack_floor.consumer_sequence, 3);
 }
 
+/// A Python client (nats-py, jsonschema) as `partner`: discovery, requests and a micro error,
+/// an order over HTTP and its lifecycle through its own durable, every payload validated against
+/// the JSON Schemas and the AsyncAPI document's messages.
+#[tokio::test]
+async fn a_python_client_validates_everything_it_sends_and_receives_against_the_contract() {
+    let stack = spawn_secure_stack().await;
+    stack.restock("A-1", 10).await;
+    let script = switchyard::testkit::workspace_root().join("tests/interop/python_client.py");
+    let mut command = tokio::process::Command::new(switchyard::testkit::python());
+    command
+        .arg(script)
+        .args(["--url", &stack.nats.url(), "--password", password("partner")])
+        .args(["--http-url", &stack.base_url, "--sku", "A-1"])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(90), command.output())
+        .await
+        .expect("the Python client finishes within 90 s")
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("python client: all checks passed"), "{stdout}");
+    let info = stack.js.get_stream("ORDERS").await.unwrap().consumer_info("partner").await.unwrap();
+    assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "it acked everything it read");
+}
+
 /// The AsyncAPI document of the contract (shared/contracts/asyncapi.json, generated from the code)
 /// is valid for the official parser, and names the durable consumers as the services declare them.
 #[tokio::test]

@@ -8,8 +8,9 @@
 #   the official nats-server v2.15.2, the nats CLI v0.5.0, and the suite's Go client
 #   (tests/interop/go). Go's module and build caches are its own (shared between checkouts);
 # - ensure_node_tools (./scripts/test; needs Node.js and npm): the Node packages of
-#   tests/interop/node (@asyncapi/parser, to validate the AsyncAPI document), pinned by its
-#   package-lock.json, with `npm ci` into tests/interop/node/node_modules;
+#   tests/interop/node (@asyncapi/parser, to validate the AsyncAPI document; @nats-io/*, ajv and
+#   TypeScript for the TypeScript client), pinned by its package-lock.json, with `npm ci` into
+#   tests/interop/node/node_modules;
 # - ensure_browser (./scripts/test): Chromium for the dashboard's browser test, the Debian package
 #   `chromium` (apt-get, as root or with sudo), when /usr/bin/chromium is missing; Playwright, which
 #   drives it, comes with the test packages (pip).
@@ -89,7 +90,7 @@ ensure_node_tools() {
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
-    echo "==> installing the Node packages of tests/interop/node (npm ci: @asyncapi/parser)" >&2
+    echo "==> installing the Node packages of tests/interop/node (npm ci: @asyncapi/parser, @nats-io/transport-node, @nats-io/jetstream, ajv, typescript)" >&2
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
     echo "$want" > "$stamp"
 }

@@ -79,6 +79,7 @@ fn allowed(user: &str, class: &str) -> bool {
     match class {
         "call inventory.check" => matches!(user, "partner" | "loyalty" | "ops"),
         "call inventory.reserve" => matches!(user, "orders" | "ops"),
+        "call orders.get" => matches!(user, "partner" | "ops"),
         "publish created event" => matches!(user, "orders" | "ops"),
         "publish stock_committed event" => matches!(user, "inventory" | "ops"),
         "publish confirmation_sent event" => matches!(user, "email" | "ops"),
@@ -128,6 +129,11 @@ async fn operations(user: &str, js: &jetstream::Context) -> Vec<Op> {
     let mut ops = vec![
         Op::publish("call inventory.check", "inventory.check", r#"{"items":[{"sku":"M","quantity":1}]}"#),
         Op::publish("call inventory.reserve", "inventory.reserve", "{}"),
+        Op::publish(
+            "call orders.get",
+            "orders.get",
+            r#"{"order_id":"00000000-0000-0000-0000-000000000000"}"#,
+        ),
         Op::publish("publish created event", "events.orders.created.matrix", "{not json"),
         Op::publish("publish stock_committed event", "events.orders.stock_committed.matrix", "{not json"),
         Op::publish("publish confirmation_sent event", "events.orders.confirmation_sent.matrix", "{not json"),

@@ -94,6 +94,45 @@ async fn a_python_client_validates_everything_it_sends_and_receives_against_the_
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("python client: all checks passed"), "{stdout}");
+    println!("{stdout}");
+    let info = stack.js.get_stream("ORDERS").await.unwrap().consumer_info("partner").await.unwrap();
+    assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "it acked everything it read");
+}
+
+/// A TypeScript client (@nats-io/transport-node, @nats-io/jetstream, ajv) as `partner`: discovery,
+/// inventory.check, a micro error, an order over HTTP, orders.get, and the order's lifecycle
+/// through its own durable, every payload validated against the JSON Schemas and the AsyncAPI
+/// document's messages.
+#[tokio::test]
+async fn a_typescript_client_validates_everything_it_sends_and_receives_against_the_contract() {
+    let stack = spawn_secure_stack().await;
+    stack.restock("A-1", 10).await;
+    let dir = switchyard::testkit::workspace_root().join("tests/interop/node");
+    let compiled = tokio::process::Command::new(dir.join("node_modules/.bin/tsc"))
+        .args(["-p"])
+        .arg(&dir)
+        .output()
+        .await
+        .expect("run tsc (./scripts/test installs it with npm ci)");
+    assert!(compiled.status.success(), "tsc: {}", String::from_utf8_lossy(&compiled.stdout));
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join("dist/client.js"))
+        .args(["--url", &stack.nats.url(), "--password", password("partner")])
+        .args(["--http-url", &stack.base_url, "--sku", "A-1"])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(90), command.output())
+        .await
+        .expect("the TypeScript client finishes within 90 s")
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "typescript client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("typescript client: all checks passed"), "{stdout}");
+    println!("{stdout}");
     let info = stack.js.get_stream("ORDERS").await.unwrap().consumer_info("partner").await.unwrap();
     assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "it acked everything it read");
 }

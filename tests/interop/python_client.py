@@ -4,7 +4,7 @@
 Logged in as `partner` (nats.conf's user for other teams' clients), it:
 - discovers the services through $SRV.PING and $SRV.INFO;
 - calls inventory.check and inventory.stock, and gets a micro error for a bad request;
-- places an order over HTTP (POST /orders);
+- places an order over HTTP (POST /orders) and reads it back with orders.get;
 - reads that order's lifecycle (created, stock_committed, confirmation_sent) through its own
   durable consumer `partner` on ORDERS, acking each event;
 and validates every payload it sends and receives against the JSON Schemas in
@@ -110,6 +110,9 @@ async def main():
             order = json.loads(response.read())
         check("order", order)
         ok(f"placed order {order['id']} over HTTP")
+        got = await request(nc, "orders.get", {"order_id": order["id"]}, "orders.get.request", "order", "ordersGet")
+        assert got["id"] == order["id"], got
+        ok(f"orders.get answers the order ({got['status']})")
 
         # Its lifecycle, through the client's own durable consumer.
         js = nc.jetstream()

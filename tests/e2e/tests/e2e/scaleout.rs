@@ -389,11 +389,14 @@ async fn finish_load(load: Load, fleet: &Fleet, js: &jetstream::Context) -> (u64
             && events("events.orders.confirmation_sent.*").await == Ok(accepted)
             && try_count(fleet.db(Kind::Audit).url(), "SELECT COUNT(*) FROM audit_events").await.ok()
                 == Some(3 * accepted as i64)
+            // A publish whose ack was lost with a node is published again (the stream drops the
+            // repeat) and only then marked sent: the outbox drains after the events are in.
+            && try_count(fleet.db(Kind::Orders).url(), "SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").await.ok()
+                == Some(0)
     })
     .await;
     let (orders_db, inventory_db) = (fleet.db(Kind::Orders).url(), fleet.db(Kind::Inventory).url());
     assert_eq!(count(orders_db, "SELECT COUNT(*) FROM orders").await, accepted as i64);
-    assert_eq!(count(orders_db, "SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").await, 0);
     assert_eq!(
         count(inventory_db, "SELECT COUNT(*) FROM inbox WHERE consumer = 'inventory'").await,
         accepted as i64

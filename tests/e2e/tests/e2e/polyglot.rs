@@ -74,29 +74,10 @@ async fn a_go_client_discovers_calls_and_reads_an_orders_lifecycle_under_its_own
 /// the JSON Schemas and the AsyncAPI document's messages.
 #[tokio::test]
 async fn a_python_client_validates_everything_it_sends_and_receives_against_the_contract() {
-    let stack = spawn_secure_stack().await;
-    stack.restock("A-1", 10).await;
     let script = switchyard::testkit::workspace_root().join("tests/interop/python_client.py");
     let mut command = tokio::process::Command::new(switchyard::testkit::python());
-    command
-        .arg(script)
-        .args(["--url", &stack.nats.url(), "--password", password("partner")])
-        .args(["--http-url", &stack.base_url, "--sku", "A-1"])
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(std::time::Duration::from_secs(90), command.output())
-        .await
-        .expect("the Python client finishes within 90 s")
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "python client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("python client: all checks passed"), "{stdout}");
-    println!("{stdout}");
-    let info = stack.js.get_stream("ORDERS").await.unwrap().consumer_info("partner").await.unwrap();
-    assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "it acked everything it read");
+    command.arg(script);
+    run_partner_client(command, "python client").await;
 }
 
 /// A TypeScript client (@nats-io/transport-node, @nats-io/jetstream, ajv) as `partner`: discovery,
@@ -105,8 +86,6 @@ async fn a_python_client_validates_everything_it_sends_and_receives_against_the_
 /// document's messages.
 #[tokio::test]
 async fn a_typescript_client_validates_everything_it_sends_and_receives_against_the_contract() {
-    let stack = spawn_secure_stack().await;
-    stack.restock("A-1", 10).await;
     let dir = switchyard::testkit::workspace_root().join("tests/interop/node");
     let compiled = tokio::process::Command::new(dir.join("node_modules/.bin/tsc"))
         .args(["-p"])
@@ -116,22 +95,27 @@ async fn a_typescript_client_validates_everything_it_sends_and_receives_against_
         .expect("run tsc (./scripts/test installs it with npm ci)");
     assert!(compiled.status.success(), "tsc: {}", String::from_utf8_lossy(&compiled.stdout));
     let mut command = tokio::process::Command::new("node");
+    command.arg(dir.join("dist/client.js"));
+    run_partner_client(command, "typescript client").await;
+}
+
+/// Runs a client (`command`, given the stack's URLs, the partner's password and a SKU in stock)
+/// against a secure stack: it must print `<name>: all checks passed` and leave the durable
+/// `partner` with nothing pending or unacked.
+async fn run_partner_client(mut command: tokio::process::Command, name: &str) {
+    let stack = spawn_secure_stack().await;
+    stack.restock("A-1", 10).await;
     command
-        .arg(dir.join("dist/client.js"))
         .args(["--url", &stack.nats.url(), "--password", password("partner")])
         .args(["--http-url", &stack.base_url, "--sku", "A-1"])
         .kill_on_drop(true);
     let output = tokio::time::timeout(std::time::Duration::from_secs(90), command.output())
         .await
-        .expect("the TypeScript client finishes within 90 s")
-        .expect("run node");
+        .unwrap_or_else(|_| panic!("the {name} finishes within 90 s"))
+        .unwrap_or_else(|err| panic!("run the {name}: {err}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "typescript client failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("typescript client: all checks passed"), "{stdout}");
+    assert!(output.status.success(), "{name} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("{name}: all checks passed")), "{stdout}");
     println!("{stdout}");
     let info = stack.js.get_stream("ORDERS").await.unwrap().consumer_info("partner").await.unwrap();
     assert_eq!((info.num_ack_pending, info.num_pending), (0, 0), "it acked everything it read");

@@ -290,6 +290,19 @@ impl Report {
                     breaker["window"]["rejects"],
                 ));
             }
+            if let Some(retry) = service.data.as_ref().and_then(|d| d.get("retry")).filter(|r| r.is_object())
+            {
+                out.push_str(&format!(
+                    "{:<11} retries: {} of {} calls ({} recovered); refused {} by the budget, {} by the deadline; budget {:.0}\n",
+                    "",
+                    retry["retries"],
+                    retry["calls"],
+                    retry["recovered"],
+                    retry["budget_exhausted"],
+                    retry["deadline"],
+                    retry["budget_tokens"].as_f64().unwrap_or(0.0),
+                ));
+            }
         }
         if self.services.is_empty() {
             out.push_str("(no micro service answered $SRV.STATS)\n");

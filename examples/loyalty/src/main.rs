@@ -33,6 +33,8 @@ struct Config {
     consumer: config::ConsumerArgs,
     #[command(flatten)]
     breaker: config::BreakerArgs,
+    #[command(flatten)]
+    retry: config::RetryArgs,
 }
 
 /// `loyalty.points` asks a user's points (`points` is ignored on the way in).
@@ -102,7 +104,8 @@ async fn points(db: Db, request: Points) -> Result<Points, ServiceError> {
 async fn quote(inventory: Arc<GuardedClient>, request: Quote) -> Result<Quote, ServiceError> {
     let check = CheckRequest { items: request.items.clone() };
     // A dead inventory costs the answer one field, never the answer.
-    let reply: Option<CheckReply> = inventory.call_or_else(names::INVENTORY_CHECK, &check, |_| None).await;
+    let reply: Option<CheckReply> =
+        inventory.call_or_else(names::INVENTORY_CHECK, &check, Some, |_| None).await;
     let available = reply.map(|reply| reply.all_available);
     let points = request.items.iter().map(|item| i64::from(item.quantity)).sum();
     Ok(Quote { items: request.items, points, available })
@@ -123,7 +126,10 @@ async fn run(mut config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let consumer = platform.consumer(config.consumer.apply(spec), Award(relay.waker()));
     consumer.bind().await?;
     let breaker = config.breaker.to_config();
-    let inventory = Arc::new(GuardedClient::new(platform.client.clone(), names::INVENTORY_SERVICE, breaker));
+    // inventory.check is a read: retried (within the breaker's timeout and the retry budget).
+    let inventory = GuardedClient::new(platform.client.clone(), names::INVENTORY_SERVICE, breaker)
+        .with_retry(config.retry.to_policy(), names::IDEMPOTENT);
+    let inventory = Arc::new(inventory);
     inventory.breaker_arc().observe(&platform.scrape); // its state on /metrics (--metrics-addr)
     let db = platform.db.clone();
     let service = ServiceSpec::new("loyalty", env!("CARGO_PKG_VERSION"))

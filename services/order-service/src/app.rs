@@ -8,8 +8,8 @@ use clap::Parser;
 use contracts::GetOrderRequest;
 use contracts::names;
 use switchyard::breaker::Breaker;
-use switchyard::client::RequestClient;
-use switchyard::config::{BreakerArgs, CommonArgs, parse_duration};
+use switchyard::client::GuardedClient;
+use switchyard::config::{BreakerArgs, CommonArgs, RetryArgs, parse_duration};
 use switchyard::micro::{MicroError, ServiceError, ServiceHandle, ServiceSpec};
 use switchyard::outbox::Relay;
 use switchyard::platform::{Platform, PlatformError};
@@ -69,6 +69,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub breaker: BreakerArgs,
+
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 /// Why the service could not start or stopped with an error.
@@ -117,12 +120,12 @@ impl App {
             listener.local_addr().map_err(|source| AppError::Bind { addr: config.http_addr, source })?;
 
         let relay = platform.relay();
-        let breaker_config = config.breaker.to_config();
-        let requests = RequestClient::new(client.clone(), breaker_config.timeout);
-        let breaker = Arc::new(Breaker::new(names::INVENTORY_SERVICE, breaker_config));
-        breaker.observe(&platform.scrape);
-        let orders =
-            OrderService::new(OrderStore::new(db), InventoryClient::new(requests, breaker), relay.waker());
+        // Reserves go through the breaker; reserve is idempotent per order id, so it is retried.
+        let inventory =
+            GuardedClient::new(client.clone(), names::INVENTORY_SERVICE, config.breaker.to_config())
+                .with_retry(config.retry.to_policy(), names::IDEMPOTENT);
+        inventory.breaker_arc().observe(&platform.scrape);
+        let orders = OrderService::new(OrderStore::new(db), InventoryClient::new(inventory), relay.waker());
         let service = spec(&orders).start(client.clone()).await?;
         let state = AppState { orders, nats: client, scrape: platform.scrape.clone(), js };
         let limits = HttpLimits {
@@ -179,7 +182,13 @@ pub fn spec(orders: &OrderService) -> ServiceSpec {
         // `nats micro stats orders` and `switchyard status` show the inventory breaker.
         .stats_data({
             let orders = orders.clone();
-            move || serde_json::json!({ "breaker": breaker.snapshot(), "orders": orders.tally().to_json() })
+            move || {
+                serde_json::json!({
+                    "breaker": breaker.snapshot(),
+                    "retry": orders.inventory().retries(),
+                    "orders": orders.tally().to_json(),
+                })
+            }
         })
         .endpoint("get", names::ORDERS_GET, move |request: GetOrderRequest| {
             let orders = orders.clone();

@@ -1,6 +1,7 @@
 //! The order service's view of inventory: `inventory.reserve` and `inventory.release` over NATS,
-//! every reserve through the circuit breaker, or any other [`Reservations`] (the benchmark's
-//! in-process monolith).
+//! every reserve through the platform's [`GuardedClient`] (circuit breaker, retries of the
+//! idempotent reserve, deadline), or any other [`Reservations`] (the benchmark's in-process
+//! monolith).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use contracts::names;
 use contracts::{Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest};
 use switchyard::breaker::{Breaker, BreakerError};
-use switchyard::client::{RequestClient, RequestError};
+use switchyard::client::{GuardedClient, RequestError};
 use switchyard::telemetry::error_chain;
 use uuid::Uuid;
 
@@ -25,6 +26,9 @@ pub enum ReserveError {
         /// What happened, for logs.
         reason: String,
     },
+    /// The caller's deadline (the HTTP request timeout) passed before inventory answered.
+    #[error("the request's deadline passed before inventory answered")]
+    DeadlineExceeded,
     /// The order's reservation was released (or committed) already: a reserve under this order
     /// id can never succeed again (inventory's 409).
     #[error("the order's reservation was released: {message}")]
@@ -64,7 +68,7 @@ pub trait Reservations: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug, Clone)]
 enum Backend {
     /// The `inventory` micro service, over NATS.
-    Remote(RequestClient),
+    Remote(GuardedClient),
     /// In process (see [`Reservations`]).
     Local(Arc<dyn Reservations>),
 }
@@ -77,8 +81,9 @@ pub struct InventoryClient {
 }
 
 impl InventoryClient {
-    /// A client whose reserves go through `breaker` (its timeout bounds each call).
-    pub fn new(client: RequestClient, breaker: Arc<Breaker>) -> Self {
+    /// A client whose reserves go through `client`'s breaker and retry policy.
+    pub fn new(client: GuardedClient) -> Self {
+        let breaker = client.breaker_arc().clone();
         InventoryClient { backend: Backend::Remote(client), breaker }
     }
 
@@ -93,6 +98,14 @@ impl InventoryClient {
         &self.breaker
     }
 
+    /// What the retries did (none for an in-process inventory).
+    pub fn retries(&self) -> Option<switchyard::retry::RetrySnapshot> {
+        match &self.backend {
+            Backend::Remote(client) => client.retrier().map(|retrier| retrier.snapshot()),
+            Backend::Local(_) => None,
+        }
+    }
+
     /// Reserves `items` for the order, all or nothing.
     pub async fn reserve(&self, order_id: Uuid, items: &[Item]) -> Result<ReserveReply, ReserveError> {
         let request = ReserveRequest { order_id, items: items.to_vec() };
@@ -100,13 +113,9 @@ impl InventoryClient {
             Backend::Remote(client) => client,
             Backend::Local(inventory) => return inventory.reserve(&request).await,
         };
-        let timeout = self.breaker.config().timeout;
-        let call =
-            client.request_with_timeout::<_, ReserveReply>(names::INVENTORY_RESERVE, &request, timeout);
         // The fallback is the answer "unavailable, retry later" (HTTP 503), counted by the breaker.
-        let call = async move { call.await.map(Ok) };
-        self.breaker
-            .call_or_else(call, |err| {
+        client
+            .call_or_else(names::INVENTORY_RESERVE, &request, Ok, |err| {
                 Err(match err {
                     BreakerError::Open { retry_after } => ReserveError::Unavailable {
                         retry_after: retry_after.max(Duration::from_secs(1)),
@@ -116,6 +125,9 @@ impl InventoryClient {
                         retry_after: Duration::from_secs(1),
                         reason: format!("timed out after {after:?}"),
                     },
+                    BreakerError::Failure(RequestError::DeadlineExceeded { .. }) => {
+                        ReserveError::DeadlineExceeded
+                    }
                     BreakerError::Failure(RequestError::Service { code: 409, message, .. }) => {
                         ReserveError::Released { message }
                     }
@@ -135,9 +147,12 @@ impl InventoryClient {
     pub async fn release(&self, order_id: Uuid) -> Result<ReleaseReply, String> {
         let request = ReleaseRequest { order_id };
         match &self.backend {
-            Backend::Remote(client) => {
-                client.request(names::INVENTORY_RELEASE, &request).await.map_err(|err| error_chain(&err))
-            }
+            // Not through the breaker: a release must be tried even while reserves are refused.
+            Backend::Remote(client) => client
+                .requests()
+                .request(names::INVENTORY_RELEASE, &request)
+                .await
+                .map_err(|err| error_chain(&err)),
             Backend::Local(inventory) => inventory.release(&request).await,
         }
     }

@@ -14,13 +14,22 @@ pub fn describe() {
     metrics::describe_counter!(
         ORDERS_TOTAL,
         "Attempts to place an order, by outcome (accepted, replayed, out_of_stock, unknown_sku, \
-         inventory_unavailable, rejected, error)."
+         inventory_unavailable, timeout, rate_limited, rejected, error)."
     );
 }
 
 /// The outcomes [`count_order`] knows, in a fixed order.
-pub const OUTCOMES: [&str; 7] =
-    ["accepted", "replayed", "out_of_stock", "unknown_sku", "inventory_unavailable", "rejected", "error"];
+pub const OUTCOMES: [&str; 9] = [
+    "accepted",
+    "replayed",
+    "out_of_stock",
+    "unknown_sku",
+    "inventory_unavailable",
+    "timeout",
+    "rate_limited",
+    "rejected",
+    "error",
+];
 
 /// Attempts to place an order by outcome, since this instance started: what the `orders` micro
 /// service reports in its STATS data (`nats micro stats orders`, the dashboard).

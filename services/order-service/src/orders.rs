@@ -43,6 +43,9 @@ pub enum PlaceError {
     /// Inventory is unavailable (breaker open, timeout, no responders).
     #[error("inventory unavailable: {reason}")]
     InventoryUnavailable { retry_after: Duration, reason: String },
+    /// The request's deadline passed before inventory answered.
+    #[error("the request timed out")]
+    Timeout,
     /// The idempotency key was used before for a different request.
     #[error("idempotency key was used for a different request")]
     IdempotencyKeyReused,
@@ -177,6 +180,7 @@ impl OrderService {
             Err(PlaceError::OutOfStock(_)) => "out_of_stock",
             Err(PlaceError::UnknownSku(_)) => "unknown_sku",
             Err(PlaceError::InventoryUnavailable { .. }) => "inventory_unavailable",
+            Err(PlaceError::Timeout) => "timeout",
             Err(PlaceError::IdempotencyKeyReused | PlaceError::Abandoned(_)) => "rejected",
             Err(PlaceError::Internal(_)) => "error",
         });
@@ -200,6 +204,7 @@ impl OrderService {
             ReserveError::Unavailable { retry_after, reason } => {
                 PlaceError::InventoryUnavailable { retry_after, reason }
             }
+            ReserveError::DeadlineExceeded => PlaceError::Timeout,
             ReserveError::Released { message } => PlaceError::Abandoned(format!(
                 "{message}; the earlier attempt with this Idempotency-Key was abandoned, use a new key"
             )),

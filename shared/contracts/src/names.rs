@@ -36,6 +36,13 @@ pub const ORDERS_GET: &str = "orders.get";
 /// `audit.history`: one order's events in stream order.
 pub const AUDIT_HISTORY: &str = "audit.history";
 
+/// The endpoints a caller may send again without changing the outcome (reads, and writes keyed
+/// by the order id): the only ones a client retries
+/// ([`switchyard::client::GuardedClient::with_retry`]). `inventory.restock` is not among them: a
+/// repeat would add the stock twice.
+pub const IDEMPOTENT: &[&str] =
+    &[INVENTORY_CHECK, INVENTORY_RESERVE, INVENTORY_RELEASE, INVENTORY_STOCK, ORDERS_GET, AUDIT_HISTORY];
+
 /// The JetStream stream that carries every order event.
 pub const ORDERS_STREAM: &str = "ORDERS";
 /// Subjects of the `ORDERS` stream.

@@ -107,6 +107,12 @@ pub trait TripsBreaker {
     fn is_timeout(&self) -> bool {
         false
     }
+
+    /// True when the call ended for a reason that says nothing about the service (the caller's
+    /// own deadline passed): the outcome is not counted, and a half-open trial slot is freed.
+    fn is_ignored(&self) -> bool {
+        false
+    }
 }
 
 impl TripsBreaker for std::io::Error {
@@ -291,6 +297,11 @@ impl Breaker {
         }
     }
 
+    /// What the breaker protects.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The breaker's configuration.
     pub fn config(&self) -> &BreakerConfig {
         &self.config
@@ -318,6 +329,11 @@ impl Breaker {
         let (outcome, result) = match result {
             Err(_) => (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout))),
             Ok(Ok(value)) => (Outcome::Success, Ok(value)),
+            Ok(Err(err)) if err.is_ignored() => {
+                // Not counted; the admission dropped undone frees a half-open trial slot.
+                span.record("breaker.outcome", "ignored");
+                return Err(BreakerError::Failure(err));
+            }
             Ok(Err(err)) if err.is_timeout() => {
                 (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout)))
             }

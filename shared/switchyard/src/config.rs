@@ -225,6 +225,38 @@ pub struct BreakerArgs {
     pub breaker_rolling_buckets: u32,
 }
 
+/// Retries of idempotent requests (see [`crate::retry`]); the breaker's timeout bounds all
+/// attempts of a call together.
+#[derive(Debug, Clone, Args)]
+pub struct RetryArgs {
+    /// Attempts of a request to an idempotent endpoint, the first included, after no responders,
+    /// a timed-out attempt or a 502/503 reply (never after a 4xx); 1 turns retries off.
+    #[arg(long, env = "REQUEST_RETRY_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub request_retry_attempts: u32,
+
+    /// Time one attempt may take before it is abandoned and retried.
+    #[arg(long, env = "REQUEST_RETRY_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    pub request_retry_timeout: Duration,
+
+    /// Upper bound of the first wait between attempts; it doubles each retry up to
+    /// --request-retry-backoff-max, and each wait is drawn at random below it (full jitter).
+    #[arg(long, env = "REQUEST_RETRY_BACKOFF", value_parser = parse_duration, default_value = "25ms")]
+    pub request_retry_backoff: Duration,
+
+    /// Largest upper bound of a wait between attempts.
+    #[arg(long, env = "REQUEST_RETRY_BACKOFF_MAX", value_parser = parse_duration, default_value = "500ms")]
+    pub request_retry_backoff_max: Duration,
+
+    /// Retries allowed, as a percentage of calls (a token bucket: each call adds a share, each
+    /// retry takes one), so a failing service never gets a retry storm.
+    #[arg(long, env = "REQUEST_RETRY_BUDGET", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub request_retry_budget: u8,
+
+    /// Retries allowed per second whatever the traffic (so a quiet caller can still retry).
+    #[arg(long, env = "REQUEST_RETRY_BUDGET_MIN", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub request_retry_budget_min: u32,
+}
+
 /// Parses a duration such as `250ms`, `3s`, `15m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

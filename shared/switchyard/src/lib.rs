@@ -12,6 +12,9 @@
 //!   [`RequestError`]s.
 //! - [`breaker`]: a circuit breaker with opossum's semantics (rolling window, volume threshold,
 //!   half-open probe) and a fallback, so one dead service never cascades.
+//! - [`retry`]: retries of idempotent requests with jittered backoff under a retry budget, and
+//!   [`deadline`]: the caller's remaining time sent with every request, so no service works for a
+//!   caller who has given up.
 //!
 //! ## Asynchronous: reliably, not now
 //! - [`streams`]: the domain's event streams plus `DLQ` and `REPLAY`, declared by an operator and
@@ -50,6 +53,7 @@ pub mod config;
 pub mod consumer;
 pub mod contract;
 pub mod db;
+pub mod deadline;
 pub mod dlq;
 pub mod inbox;
 pub mod micro;
@@ -59,6 +63,7 @@ pub mod observe;
 pub mod outbox;
 pub mod ownership;
 pub mod platform;
+pub mod retry;
 pub mod shutdown;
 pub mod streams;
 pub mod telemetry;

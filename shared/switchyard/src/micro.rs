@@ -11,8 +11,11 @@
 //! reply and the statistics in one place.
 //!
 //! Requests are handled concurrently (up to a limit per service); a request whose payload does not
-//! decode or validate gets a 400 error reply; a handler that panics gets a 500. Stopping drains the
-//! subscriptions and finishes every in-flight request before returning.
+//! decode or validate gets a 400 error reply; a handler that panics gets a 500. A request that
+//! carries the caller's deadline ([`crate::deadline`]) is answered 504 instead of handled once that
+//! deadline has passed, and its handler is cancelled if it is still running then; the handler reads
+//! the deadline with [`crate::deadline::current`]. Stopping drains the subscriptions and finishes
+//! every in-flight request before returning.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,7 +48,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ServiceError {
-    /// 400 bad request, 404 unknown, 409 conflict, 500 internal.
+    /// 400 bad request, 404 unknown, 409 conflict, 500 internal, 504 the caller's deadline
+    /// passed.
     pub code: u16,
     /// What went wrong, for the caller. Never internal details for a 500.
     pub message: String,
@@ -65,6 +69,11 @@ impl ServiceError {
     /// 409: the request conflicts with the current state.
     pub fn conflict(message: impl Into<String>) -> Self {
         ServiceError { code: 409, message: message.into() }
+    }
+
+    /// 504: the caller's deadline ([`crate::deadline`]) passed before an answer was ready.
+    pub fn deadline_exceeded(message: impl Into<String>) -> Self {
+        ServiceError { code: crate::deadline::DEADLINE_EXCEEDED, message: message.into() }
     }
 
     /// 500: something broke inside. Logs `detail`; the caller sees only "internal error".
@@ -555,6 +564,8 @@ impl EndpointWorker {
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
             };
             let Some(message) = next else { break };
+            // A deadline counts from here: time spent waiting for a slot below is the request's.
+            let received = tokio::time::Instant::now();
             // Wait for a slot before taking the next request: past the limit, requests queue in the
             // subscription instead of piling up as tasks.
             let Ok(permit) = this.permits.clone().acquire_owned().await else {
@@ -562,7 +573,7 @@ impl EndpointWorker {
             };
             let worker = this.clone();
             in_flight.spawn(async move {
-                worker.handle(message).await;
+                worker.handle(message, received).await;
                 drop(permit);
             });
         }
@@ -570,8 +581,9 @@ impl EndpointWorker {
         tracing::debug!(subject = %this.subject, "endpoint stopped");
     }
 
-    async fn handle(&self, message: Message) {
+    async fn handle(&self, message: Message, received: tokio::time::Instant) {
         let started = Instant::now();
+        let deadline = crate::deadline::from_headers(message.headers.as_ref(), received);
         let reply = message.reply.clone();
         // The handler's span is a child of the caller's (its `traceparent` header).
         let span = tracing::info_span!(
@@ -585,10 +597,29 @@ impl EndpointWorker {
         );
         let parent = message.headers.as_ref().and_then(|h| h.get(crate::telemetry::TRACEPARENT));
         crate::telemetry::set_parent(&span, parent.map(|v| v.as_str()));
-        let result = AssertUnwindSafe((self.handler)(message).instrument(span.clone()))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(ServiceError::internal("request handler panicked")));
+        let result = match deadline {
+            None => self.run_handler(message, &span).await,
+            // The caller has given up already: the work would be for nobody.
+            Some(deadline) if tokio::time::Instant::now() >= deadline => {
+                self.deadline_dropped("queued");
+                Err(ServiceError::deadline_exceeded(
+                    "the caller's deadline passed before the request was handled",
+                ))
+            }
+            Some(deadline) => {
+                let work = crate::deadline::scope(deadline, self.run_handler(message, &span));
+                match tokio::time::timeout_at(deadline, work).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        // Dropping the handler's future cancels its work (a transaction rolls back).
+                        self.deadline_dropped("running");
+                        Err(ServiceError::deadline_exceeded(
+                            "the caller's deadline passed while the request was handled",
+                        ))
+                    }
+                }
+            }
+        };
         match &result {
             Ok(_) => self.ok.record(started.elapsed().as_secs_f64()),
             Err(err) => {
@@ -625,6 +656,22 @@ impl EndpointWorker {
             stats.errors += 1;
             stats.last_error = Some(err.to_string());
         }
+    }
+}
+
+impl EndpointWorker {
+    /// The handler, its panics turned into a 500.
+    async fn run_handler(&self, message: Message, span: &tracing::Span) -> Result<Bytes, ServiceError> {
+        AssertUnwindSafe((self.handler)(message).instrument(span.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(ServiceError::internal("request handler panicked")))
+    }
+
+    fn deadline_dropped(&self, stage: &'static str) {
+        tracing::debug!(subject = %self.subject, stage, "request dropped: the caller's deadline passed");
+        metrics::counter!(crate::observe::MICRO_DEADLINE_DROPPED, "endpoint" => self.subject.clone(), "stage" => stage)
+            .increment(1);
     }
 }
 

@@ -48,6 +48,12 @@ pub const HTTP_DURATION: &str = "switchyard_http_request_duration_seconds";
 pub const MICRO_DURATION: &str = "switchyard_micro_request_duration_seconds";
 /// Outgoing request latency.
 pub const CLIENT_DURATION: &str = "switchyard_client_request_duration_seconds";
+/// Micro requests dropped because the caller's deadline passed.
+pub const MICRO_DEADLINE_DROPPED: &str = "switchyard_micro_deadline_dropped_total";
+/// Retries of outgoing requests, and retries refused.
+pub const CLIENT_RETRIES: &str = "switchyard_client_retries_total";
+/// Retries a client's budget holds now.
+pub const CLIENT_RETRY_BUDGET: &str = "switchyard_client_retry_budget_tokens";
 /// Breaker state gauge.
 pub const BREAKER_STATE: &str = "switchyard_breaker_state";
 /// Breaker calls by outcome.
@@ -98,6 +104,24 @@ pub const METRICS: &[MetricDoc] = &[
         kind: "histogram",
         labels: "subject, outcome",
         help: "Requests sent by subject and outcome (ok, error_<code>, timeout, no_responders, failed).",
+    },
+    MetricDoc {
+        name: MICRO_DEADLINE_DROPPED,
+        kind: "counter",
+        labels: "endpoint, stage",
+        help: "Micro requests answered 504 because the caller's deadline passed: still queued, or cancelled while running.",
+    },
+    MetricDoc {
+        name: CLIENT_RETRIES,
+        kind: "counter",
+        labels: "subject, outcome",
+        help: "Retries of idempotent requests: retried, or refused because the retry budget was spent (budget_exhausted) or the deadline was near (deadline).",
+    },
+    MetricDoc {
+        name: CLIENT_RETRY_BUDGET,
+        kind: "gauge",
+        labels: "client",
+        help: "Retries a client's retry budget allows right now.",
     },
     MetricDoc {
         name: BREAKER_STATE,

@@ -172,6 +172,7 @@ async fn create_order(
             tracing::warn!(%reason, "inventory unavailable, answering 503");
             ApiError::InventoryUnavailable { retry_after }
         }
+        PlaceError::Timeout => ApiError::Timeout,
         PlaceError::IdempotencyKeyReused => ApiError::Unprocessable {
             code: "idempotency_key_reused",
             message: "this Idempotency-Key was used for a different request".into(),
@@ -362,8 +363,11 @@ async fn json_errors(request: Request, next: Next) -> Response {
     rewritten
 }
 
+/// Answers 503 past `timeout`, and makes it the request's deadline: every NATS request made on
+/// its behalf carries what is left of it, so inventory never works for an order already answered.
 async fn request_timeout(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, switchyard::deadline::scope(deadline, next.run(request))).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     }

@@ -5,4 +5,5 @@ mod helpers;
 mod micro;
 mod migrations;
 mod outbox;
+mod resilience;
 mod streams;

@@ -5,6 +5,7 @@ mod deploy;
 mod natscli;
 mod observability;
 mod operator;
+mod resilience;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

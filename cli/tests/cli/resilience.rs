@@ -1,0 +1,178 @@
+//! Resilience against real processes: two inventory-service processes on one Postgres behind one
+//! order-service; under a steady load of orders one inventory is hung (SIGSTOP, its NATS
+//! connection still open), resumed, then killed and started again. Every order is accepted: a
+//! hung or dead replica costs latency (retries of the idempotent reserve), not orders.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use contracts::names;
+use futures_util::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use switchyard::testkit::{NatsServer, TestDatabase, eventually, free_port, temp_dir};
+use tokio::process::{Child, Command};
+
+fn binary(name: &str) -> std::path::PathBuf {
+    crate::switchyard().with_file_name(name)
+}
+
+fn inventory(nats: &NatsServer, db: &TestDatabase, data: &Path, instance: &str) -> Child {
+    Command::new(binary("inventory-service"))
+        .args(["--nats-url", &nats.url(), "--database-url", db.url(), "--declare-streams"])
+        .args(["--instance-id", instance, "--data-dir"])
+        .arg(data.join(instance))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("inventory-service starts")
+}
+
+/// How many `inventory` instances answer `$SRV.PING.inventory` within 250 ms.
+async fn inventory_instances(client: &async_nats::Client) -> usize {
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(inbox.clone()).await else { return 0 };
+    if client.publish_with_reply("$SRV.PING.inventory", inbox, "".into()).await.is_err() {
+        return 0;
+    }
+    let mut seen = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(250), replies.next()).await {
+        seen += 1;
+    }
+    seen
+}
+
+#[derive(Default)]
+struct Load {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    slowest_ms: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Load {
+    fn done(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst) + self.refused.load(Ordering::SeqCst)
+    }
+
+    async fn wait_for(&self, more: u64, what: &str) {
+        let target = self.done() + more;
+        eventually(Duration::from_secs(60), what, || async { self.done() >= target }).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hung_then_killed_inventory_replica_costs_latency_not_orders() {
+    let nats = NatsServer::start();
+    let client = nats.client().await;
+    let db = TestDatabase::postgres().await;
+    let data = temp_dir();
+    let mut first = inventory(&nats, &db, data.path(), "inv-a");
+    let _second = inventory(&nats, &db, data.path(), "inv-b");
+    let http_port = free_port().expect("a free port");
+    let _orders = Command::new(binary("order-service"))
+        .args([
+            "--nats-url",
+            &nats.url(),
+            "--declare-streams",
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+        ])
+        .arg("--data-dir")
+        .arg(data.path().join("orders"))
+        // An attempt is abandoned after 250 ms; 12 attempts outlast the 1.5 s hang below.
+        .args([
+            "--request-retry-timeout",
+            "250ms",
+            "--request-retry-attempts",
+            "12",
+            "--breaker-timeout",
+            "6s",
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("order-service starts");
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(60), "order-service ready and both inventories up", || async {
+        let ready =
+            http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status().is_success());
+        ready && inventory_instances(&client).await == 2
+    })
+    .await;
+    let restock = contracts::RestockRequest { sku: "HANG-1".into(), quantity: 1_000_000 };
+    let requests = switchyard::RequestClient::new(client.clone(), Duration::from_secs(10));
+    let _: contracts::RestockReply =
+        requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
+
+    // Eight clients order one unit each, one order after another.
+    let load = Arc::new(Load::default());
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let (load, http, url) = (load.clone(), http.clone(), format!("{base}/orders"));
+        workers.push(tokio::spawn(async move {
+            let body = serde_json::json!({ "user_id": format!("u{worker}"), "items": [{ "sku": "HANG-1", "quantity": 1 }] });
+            while !load.stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let status = http.post(&url).json(&body).send().await.map(|r| r.status().as_u16());
+                load.slowest_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+                match status {
+                    Ok(201) => load.accepted.fetch_add(1, Ordering::SeqCst),
+                    other => {
+                        eprintln!("order refused: {other:?}");
+                        load.refused.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+            }
+        }));
+    }
+    load.wait_for(200, "200 orders before the hang").await;
+
+    // Hung: the process stops, its connection stays open, NATS keeps sending it half the requests.
+    let pid = Pid::from_raw(first.id().expect("pid") as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    let hung_at = load.done();
+    // The hang lasts a fixed 1.5 s: it is the scenario, not a wait for a condition.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during_hang = load.done() - hung_at;
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    load.wait_for(200, "200 orders after the hang").await;
+
+    // Killed: requests in flight to it are lost; then it starts again and rejoins.
+    first.kill().await.expect("SIGKILL");
+    load.wait_for(200, "200 orders with one inventory").await;
+    let _first_again = inventory(&nats, &db, data.path(), "inv-a2");
+    eventually(Duration::from_secs(60), "the restarted inventory answering discovery", || async {
+        inventory_instances(&client).await == 2
+    })
+    .await;
+    load.wait_for(200, "200 orders after the restart").await;
+    load.stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+
+    let stats: serde_json::Value = {
+        let reply = client.request("$SRV.STATS.orders", "".into()).await.expect("orders stats");
+        serde_json::from_slice(&reply.payload).expect("stats JSON")
+    };
+    let data = &stats["endpoints"][0]["data"];
+    eprintln!(
+        "accepted {} refused {} (during the 1.5 s hang: {} orders); slowest {} ms; retry {}; breaker {}",
+        load.accepted.load(Ordering::SeqCst),
+        load.refused.load(Ordering::SeqCst),
+        during_hang,
+        load.slowest_ms.load(Ordering::SeqCst),
+        data["retry"],
+        data["breaker"]["totals"],
+    );
+    assert_eq!(load.refused.load(Ordering::SeqCst), 0, "no order failed");
+    assert!(
+        data["retry"]["recovered"].as_u64().unwrap_or(0) >= 1,
+        "some reserves succeeded on a retry: {data}"
+    );
+    assert_eq!(data["breaker"]["opened"], 0, "the breaker never opened: {data}");
+}

@@ -543,7 +543,8 @@ async fn orders_in_monolith(nats: &NatsServer, kind: &str, duration: Duration) -
         relay.waker(),
     );
     let scrape = switchyard::observe::Scrape::new();
-    let state = order_service::http::AppState { orders, nats: client, scrape, js };
+    let state =
+        order_service::http::AppState { orders, nats: client, scrape, js, fairness: Default::default() };
     let limits = order_service::http::HttpLimits {
         body_limit: 64 * 1024,
         request_timeout: Duration::from_secs(10),

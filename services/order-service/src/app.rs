@@ -17,10 +17,11 @@ use switchyard::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
 use crate::http::server::ConnectionLimits;
-use crate::http::{AppState, HttpLimits, router};
+use crate::http::{AppState, Fairness, HttpLimits, router};
 use crate::inventory::InventoryClient;
 use crate::orders::OrderService;
 use crate::store::OrderStore;
+use switchyard::ratelimit::KeyedLimiter;
 
 /// order-service: the HTTP API for orders, and the NATS micro service `orders`.
 #[derive(Debug, Clone, Parser)]
@@ -66,6 +67,20 @@ pub struct Config {
     /// once (event streams and health checks are not counted).
     #[arg(long, env = "HTTP_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub http_max_in_flight: u32,
+
+    /// Orders a second one `user_id` may place (each user's token bucket refills at this rate and
+    /// holds --rate-limit-burst); past it, 429 with Retry-After. 0 turns it off.
+    #[arg(long, env = "RATE_LIMIT_PER_USER", value_parser = parse_rate, default_value = "0")]
+    pub rate_limit_per_user: f64,
+
+    /// Order requests a second from one peer address (the same rules as --rate-limit-per-user;
+    /// behind a proxy every client shares its address). 0 turns it off.
+    #[arg(long, env = "RATE_LIMIT_PER_PEER", value_parser = parse_rate, default_value = "0")]
+    pub rate_limit_per_peer: f64,
+
+    /// Requests a user or peer may send at once before its rate applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_burst: u32,
 
     #[command(flatten)]
     pub breaker: BreakerArgs,
@@ -127,7 +142,11 @@ impl App {
         inventory.breaker_arc().observe(&platform.scrape);
         let orders = OrderService::new(OrderStore::new(db), InventoryClient::new(inventory), relay.waker());
         let service = spec(&orders).start(client.clone()).await?;
-        let state = AppState { orders, nats: client, scrape: platform.scrape.clone(), js };
+        let fairness = Arc::new(Fairness {
+            per_user: KeyedLimiter::new(config.rate_limit_per_user, config.rate_limit_burst),
+            per_peer: KeyedLimiter::new(config.rate_limit_per_peer, config.rate_limit_burst),
+        });
+        let state = AppState { orders, nats: client, scrape: platform.scrape.clone(), js, fairness };
         let limits = HttpLimits {
             body_limit: config.http_body_limit,
             request_timeout: config.http_request_timeout,
@@ -200,4 +219,12 @@ pub fn spec(orders: &OrderService) -> ServiceSpec {
                 }
             }
         })
+}
+
+/// A rate in requests a second: a finite number, 0 or more.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate: use a number of requests a second, 0 for off")),
+    }
 }

@@ -63,6 +63,7 @@ pub mod observe;
 pub mod outbox;
 pub mod ownership;
 pub mod platform;
+pub mod ratelimit;
 pub mod retry;
 pub mod shutdown;
 pub mod streams;

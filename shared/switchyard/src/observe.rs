@@ -54,6 +54,8 @@ pub const MICRO_DEADLINE_DROPPED: &str = "switchyard_micro_deadline_dropped_tota
 pub const CLIENT_RETRIES: &str = "switchyard_client_retries_total";
 /// Retries a client's budget holds now.
 pub const CLIENT_RETRY_BUDGET: &str = "switchyard_client_retry_budget_tokens";
+/// HTTP requests refused by a rate limit.
+pub const HTTP_RATE_LIMITED: &str = "switchyard_http_rate_limited_total";
 /// Breaker state gauge.
 pub const BREAKER_STATE: &str = "switchyard_breaker_state";
 /// Breaker calls by outcome.
@@ -104,6 +106,12 @@ pub const METRICS: &[MetricDoc] = &[
         kind: "histogram",
         labels: "subject, outcome",
         help: "Requests sent by subject and outcome (ok, error_<code>, timeout, no_responders, failed).",
+    },
+    MetricDoc {
+        name: HTTP_RATE_LIMITED,
+        kind: "counter",
+        labels: "limit",
+        help: "HTTP requests answered 429 by a per-client rate limit (limit user or peer).",
     },
     MetricDoc {
         name: MICRO_DEADLINE_DROPPED,

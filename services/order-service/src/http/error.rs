@@ -65,6 +65,9 @@ pub enum ApiError {
     /// 503 with `Retry-After`: inventory is unavailable (breaker open, timeout, no responders).
     #[error("inventory is unavailable, retry later")]
     InventoryUnavailable { retry_after: Duration },
+    /// 429 with `Retry-After`: this user or peer sent more than its rate limit allows.
+    #[error("too many orders from this client, retry later")]
+    RateLimited { retry_after: Duration },
     /// 503: the request took longer than the server's request timeout.
     #[error("the request timed out")]
     Timeout,
@@ -96,6 +99,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Status { status, .. } => *status,
         }
     }
@@ -116,6 +120,7 @@ impl ApiError {
             ApiError::Timeout => "timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Status { status, .. } => code_for_status(*status),
         }
     }
@@ -157,7 +162,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status(), JsonLine(body)).into_response();
         let retry_after = match &self {
-            ApiError::InventoryUnavailable { retry_after } => Some(*retry_after),
+            ApiError::InventoryUnavailable { retry_after } | ApiError::RateLimited { retry_after } => {
+                Some(*retry_after)
+            }
             ApiError::Overloaded => Some(Duration::from_secs(1)),
             _ => None,
         };

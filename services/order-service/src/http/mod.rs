@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /orders` | 201 order; 409 out of stock; 503 + Retry-After when inventory is unavailable or the instance is at capacity; 400/413/415/422 on bad input |
+//! | `POST /orders` | 201 order; 409 out of stock; 429 + Retry-After past a per-user or per-peer rate limit; 503 + Retry-After when inventory is unavailable or the instance is at capacity; 400/413/415/422 on bad input |
 //! | `GET /orders/{id}` | 200 order; 404 |
 //! | `POST /orders/{id}/cancel` | 200 order with status `cancelled`; 404 |
 //! | `GET /orders/{id}/events` | `text/event-stream` of the order's events, past ones first, then live |
@@ -48,7 +48,39 @@ pub struct AppState {
     pub scrape: switchyard::observe::Scrape,
     /// JetStream, for the event stream route.
     pub js: async_nats::jetstream::Context,
+    /// Per-client rate limits on `POST /orders`.
+    pub fairness: Arc<Fairness>,
 }
+
+/// Per-client rate limits on `POST /orders` (each off when `None`).
+#[derive(Debug, Default)]
+pub struct Fairness {
+    /// By the order's `user_id`.
+    pub per_user: Option<switchyard::ratelimit::KeyedLimiter>,
+    /// By the connection's peer address.
+    pub per_peer: Option<switchyard::ratelimit::KeyedLimiter>,
+}
+
+impl Fairness {
+    /// Takes a token from the peer's and the user's buckets; `Err` with the time to wait.
+    fn admit(&self, peer: Option<std::net::IpAddr>, user_id: &str) -> Result<(), ApiError> {
+        let refuse = |limit: &'static str, retry_after: Duration| {
+            metrics::counter!(switchyard::observe::HTTP_RATE_LIMITED, "limit" => limit).increment(1);
+            ApiError::RateLimited { retry_after }
+        };
+        if let (Some(limiter), Some(peer)) = (&self.per_peer, peer) {
+            limiter.check(&peer.to_string()).map_err(|wait| refuse("peer", wait))?;
+        }
+        if let Some(limiter) = &self.per_user {
+            limiter.check(user_id).map_err(|wait| refuse("user", wait))?;
+        }
+        Ok(())
+    }
+}
+
+/// The address of the client at the other end of the connection (set by [`server::serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// HTTP limits.
 #[derive(Debug, Clone, Copy)]
@@ -153,9 +185,14 @@ fn is_shape_error(err: &ContractError) -> bool {
 
 async fn create_order(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<PeerAddr>>,
     headers: HeaderMap,
     ValidJson(request): ValidJson<CreateOrder>,
 ) -> Result<Response, ApiError> {
+    if let Err(refused) = state.fairness.admit(peer.map(|p| p.0.0.ip()), &request.user_id) {
+        state.orders.tally().count("rate_limited");
+        return Err(refused);
+    }
     let key = match headers.get("idempotency-key") {
         Some(value) => {
             let key =

@@ -71,10 +71,11 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+        let service = WithPeer { router: router.clone(), peer: super::PeerAddr(peer) };
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(io, TowerToHyperService::new(router.clone()));
+            .serve_connection(io, TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -87,6 +88,31 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
     drop(listener);
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!(timeout = ?limits.drain_timeout, "http connections still open after the drain timeout");
+    }
+}
+
+/// The router, with the connection's peer address in every request's extensions.
+#[derive(Clone)]
+struct WithPeer {
+    router: Router,
+    peer: super::PeerAddr,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for WithPeer
+where
+    Router: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = <Router as tower_service::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<axum::http::Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<axum::http::Request<B>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.router.call(request)
     }
 }
 

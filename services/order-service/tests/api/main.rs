@@ -1,5 +1,6 @@
 mod breaker;
 mod crash;
+mod fairness;
 mod fuzz;
 mod helpers;
 mod hostile;

@@ -45,6 +45,16 @@ async fn declare_all(
             .with_context(|| format!("failed to provision stream {name}"))?;
         lines.push(format!("stream {name:<7} ({subjects}, {} replicas): {declared}", settings.replicas));
     }
+    // The bucket where instances share their breakers' states (--breaker-shared).
+    let bucket = switchyard::shared_breaker::bucket_config(settings.replicas);
+    js.create_or_update_key_value(bucket)
+        .await
+        .with_context(|| format!("failed to provision KV bucket {}", switchyard::shared_breaker::BUCKET))?;
+    lines.push(format!(
+        "kv bucket {} (shared breaker states, {} replicas): ready",
+        switchyard::shared_breaker::BUCKET,
+        settings.replicas
+    ));
     Ok(lines)
 }
 

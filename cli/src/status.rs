@@ -279,10 +279,15 @@ impl Report {
             }
             if let Some(breaker) = service.data.as_ref().and_then(|d| d.get("breaker")) {
                 out.push_str(&format!(
-                    "{:<11} breaker {} is {} (opened {} times; window: {} ok, {} failed, {} timed out, {} rejected)\n",
+                    "{:<11} breaker {} is {}{} (opened {} times; window: {} ok, {} failed, {} timed out, {} rejected)\n",
                     "",
                     breaker["name"].as_str().unwrap_or("?"),
                     breaker["state"].as_str().unwrap_or("?"),
+                    if breaker["shared"] == true {
+                        format!(", shared ({} updates from other instances)", breaker["peer_updates"])
+                    } else {
+                        String::new()
+                    },
                     breaker["opened"],
                     breaker["window"]["successes"],
                     breaker["window"]["failures"],

@@ -176,3 +176,69 @@ async fn a_hung_then_killed_inventory_replica_costs_latency_not_orders() {
     );
     assert_eq!(data["breaker"]["opened"], 0, "the breaker never opened: {data}");
 }
+
+/// The value of `series` (a full series name with labels) on a `/metrics` page, 0 when absent.
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
+    let Ok(response) = http.get(format!("{base}/metrics")).send().await else { return -1.0 };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn three_order_services_share_one_breaker_against_a_dead_inventory() {
+    let nats = NatsServer::start();
+    let data = temp_dir();
+    let http = reqwest::Client::new();
+    let mut bases = Vec::new();
+    let mut processes = Vec::new();
+    for instance in ["a", "b", "c"] {
+        let port = free_port().expect("a free port");
+        processes.push(
+            Command::new(binary("order-service"))
+                .args(["--nats-url", &nats.url(), "--declare-streams", "--breaker-shared"])
+                .args(["--http-addr", &format!("127.0.0.1:{port}"), "--instance-id", instance])
+                .args(["--breaker-volume-threshold", "3", "--breaker-reset-timeout", "60s"])
+                .arg("--data-dir")
+                .arg(data.path().join(instance))
+                .env("RUST_LOG", "warn")
+                .kill_on_drop(true)
+                .spawn()
+                .expect("order-service starts"),
+        );
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    for base in &bases {
+        eventually(Duration::from_secs(60), "order-service ready", || async {
+            http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
+    let state = "switchyard_breaker_state{breaker=\"inventory\"}";
+    let failures = "switchyard_breaker_calls_total{breaker=\"inventory\",outcome=\"failure\"}";
+    let order = serde_json::json!({ "user_id": "u", "items": [{ "sku": "DEAD-1", "quantity": 1 }] });
+
+    // No inventory at all: instance a's calls fail until its breaker opens.
+    eventually(Duration::from_secs(30), "instance a's breaker to open", || async {
+        let answer = http.post(format!("{}/orders", bases[0])).json(&order).send().await;
+        assert_eq!(answer.map(|a| a.status().as_u16()).ok(), Some(503));
+        metric(&http, &bases[0], state).await == 1.0
+    })
+    .await;
+    let opened = Instant::now();
+    eventually(Duration::from_secs(10), "instances b and c to open", || async {
+        metric(&http, &bases[1], state).await == 1.0 && metric(&http, &bases[2], state).await == 1.0
+    })
+    .await;
+    eprintln!("instances b and c opened {:?} after a", opened.elapsed());
+    assert!(opened.elapsed() < Duration::from_secs(2), "within the bound: {:?}", opened.elapsed());
+    // b and c never called the dead inventory, and refuse at once.
+    for base in &bases[1..] {
+        let answer = http.post(format!("{base}/orders")).json(&order).send().await.expect("answer");
+        assert_eq!(answer.status().as_u16(), 503);
+        assert!(answer.headers().contains_key("retry-after"));
+        assert_eq!(metric(&http, base, failures).await, 0.0, "{base} made no call");
+    }
+    drop(processes);
+}

@@ -96,6 +96,8 @@ pub enum AppError {
     Platform(#[from] PlatformError),
     #[error("failed to start the micro service")]
     Micro(#[from] MicroError),
+    #[error(transparent)]
+    SharedBreaker(#[from] switchyard::shared_breaker::SharedBreakerError),
     #[error("failed to bind the http listener on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -114,6 +116,8 @@ pub struct App {
     connections: ConnectionLimits,
     service: ServiceHandle,
     relay: Relay,
+    /// The task sharing the breaker (--breaker-shared), and its stop signal.
+    shared_breaker: (Shutdown, Option<tokio::task::JoinHandle<()>>),
 }
 
 impl App {
@@ -140,6 +144,23 @@ impl App {
             GuardedClient::new(client.clone(), names::INVENTORY_SERVICE, config.breaker.to_config())
                 .with_retry(config.retry.to_policy(), names::IDEMPOTENT);
         inventory.breaker_arc().observe(&platform.scrape);
+        // With --breaker-shared, the instances agree on inventory's breaker through NATS KV.
+        let sharing = Shutdown::new();
+        let shared = if config.breaker.breaker_shared {
+            let declare = config.common.streams.declare_streams;
+            let replicas = config.common.streams.shape.stream_replicas as usize;
+            let store = switchyard::shared_breaker::open_bucket(&js, declare, replicas).await?;
+            let task = switchyard::shared_breaker::share(
+                store,
+                inventory.breaker_arc().clone(),
+                instance.clone(),
+                sharing.clone(),
+            )
+            .await?;
+            Some(task)
+        } else {
+            None
+        };
         let orders = OrderService::new(OrderStore::new(db), InventoryClient::new(inventory), relay.waker());
         let service = spec(&orders).start(client.clone()).await?;
         let fairness = Arc::new(Fairness {
@@ -161,7 +182,8 @@ impl App {
             idle_timeout: config.http_idle_timeout,
             drain_timeout: config.http_request_timeout + Duration::from_secs(5),
         };
-        Ok(App { platform, listener, address, state, limits, connections, service, relay })
+        let shared_breaker = (sharing, shared);
+        Ok(App { platform, listener, address, state, limits, connections, service, relay, shared_breaker })
     }
 
     /// The HTTP address actually bound.
@@ -182,11 +204,16 @@ impl App {
     /// Serves until `shutdown` fires; then drains HTTP, lets the outbox relay publish what was
     /// committed, stops the micro service, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) -> Result<(), AppError> {
-        let App { platform, listener, state, limits, connections, service, relay, .. } = self;
+        let App { platform, listener, state, limits, connections, service, relay, shared_breaker, .. } = self;
         let relay = platform.spawn_relay(relay);
         let app = router(state, limits);
         crate::http::server::serve(listener, app, connections, shutdown.clone()).await;
         tracing::info!("order-service stopping: http drained");
+        let (sharing, task) = shared_breaker;
+        sharing.trigger();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         platform.stop(Some(relay), Some(service)).await;
         Ok(())
     }

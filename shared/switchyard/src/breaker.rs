@@ -13,6 +13,11 @@
 //! - An error whose [`TripsBreaker::trips_breaker`] is false (say a "bad request" answer: the service
 //!   is up and answering) counts as a success, like opossum's `errorFilter`.
 //!
+//! - With peers ([`BreakerPeers`], see [`crate::shared_breaker`]) the instances of a service agree:
+//!   an instance that opens its breaker tells the others, which open too without making a call of
+//!   their own; when the reset timeout passes, only the instance that wins the probe lets a trial
+//!   through, the others keep rejecting until it tells them the outcome.
+//!
 //! All timing uses `tokio::time`, so tests run on paused time.
 
 use std::collections::VecDeque;
@@ -173,6 +178,10 @@ pub struct BreakerSnapshot {
     pub totals: Counts,
     /// Times the breaker opened.
     pub opened: u64,
+    /// Times another instance's transition was applied here (shared breakers).
+    pub peer_updates: u64,
+    /// Whether the state is shared with the other instances.
+    pub shared: bool,
     /// While open, milliseconds until a trial call is let through.
     pub retry_after_ms: Option<u64>,
 }
@@ -217,6 +226,17 @@ struct Inner {
     buckets: VecDeque<Bucket>,
     totals: Counts,
     opened: u64,
+    peer_updates: u64,
+}
+
+/// The other instances of a breaker ([`crate::shared_breaker`] keeps them in a NATS KV bucket).
+pub trait BreakerPeers: Send + Sync + std::fmt::Debug {
+    /// This instance opened its breaker until `until` (wall-clock time, shared across machines).
+    fn opened(&self, until: std::time::SystemTime);
+    /// This instance's trial succeeded: the breaker is closed.
+    fn closed(&self);
+    /// Asks to be the one instance that probes for the next `lease`; false when another one is.
+    fn claim_probe(&self, lease: Duration) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>;
 }
 
 /// A circuit breaker. Share it behind an `Arc`; every method takes `&self`.
@@ -227,6 +247,7 @@ pub struct Breaker {
     bucket_len: Duration,
     inner: Mutex<Inner>,
     metrics: BreakerMetrics,
+    peers: std::sync::OnceLock<std::sync::Arc<dyn BreakerPeers>>,
 }
 
 /// A breaker's Prometheus series ([`crate::observe`]).
@@ -293,8 +314,65 @@ impl Breaker {
                 buckets: VecDeque::with_capacity(buckets as usize + 1),
                 totals: Counts::default(),
                 opened: 0,
+                peer_updates: 0,
             }),
+            peers: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shares this breaker's transitions with `peers` (once; later calls are ignored).
+    pub fn share_with(&self, peers: std::sync::Arc<dyn BreakerPeers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Another instance opened the breaker until `until`: open here too, unless a trial of ours
+    /// is in flight (its outcome will be shared).
+    pub fn peer_opened(&self, until: std::time::SystemTime) {
+        let mut inner = self.lock();
+        if matches!(inner.state, State::HalfOpen { trial_in_flight: true }) {
+            return;
+        }
+        let left = until.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO);
+        if left.is_zero() {
+            return;
+        }
+        let until = Instant::now() + left;
+        if let State::Open { until: ours } = inner.state
+            && ours >= until
+        {
+            return;
+        }
+        if !matches!(inner.state, State::Open { .. }) {
+            tracing::warn!(breaker = %self.name, "circuit breaker opened by another instance");
+        }
+        inner.state = State::Open { until };
+        inner.peer_updates += 1;
+        self.metrics.publish(&inner.state);
+    }
+
+    /// Another instance's trial succeeded: close here too with a fresh window.
+    pub fn peer_closed(&self) {
+        let mut inner = self.lock();
+        if matches!(inner.state, State::Closed | State::HalfOpen { trial_in_flight: true }) {
+            return;
+        }
+        tracing::info!(breaker = %self.name, "circuit breaker closed by another instance");
+        inner.state = State::Closed;
+        inner.buckets.clear();
+        inner.peer_updates += 1;
+        self.metrics.publish(&inner.state);
+    }
+
+    /// Another instance is probing until `until`: keep rejecting until then (or its outcome).
+    pub fn peer_probing(&self, until: std::time::SystemTime) {
+        let mut inner = self.lock();
+        if matches!(inner.state, State::HalfOpen { trial_in_flight: true }) {
+            return;
+        }
+        let left = until.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO);
+        inner.state = State::Open { until: Instant::now() + left };
+        inner.peer_updates += 1;
+        self.metrics.publish(&inner.state);
     }
 
     /// What the breaker protects.
@@ -325,6 +403,16 @@ impl Breaker {
             span.record("breaker.outcome", "reject");
             BreakerError::Open { retry_after }
         })?;
+        // A shared breaker probes from one instance only: the others keep rejecting.
+        if admission.trial
+            && let Some(peers) = self.peers.get()
+            && !peers.claim_probe(self.config.timeout).await
+        {
+            admission.done = true;
+            let retry_after = self.lost_probe();
+            span.record("breaker.outcome", "reject");
+            return Err(BreakerError::Open { retry_after });
+        }
         let result = tokio::time::timeout(self.config.timeout, call).instrument(span.clone()).await;
         let (outcome, result) = match result {
             Err(_) => (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout))),
@@ -410,7 +498,22 @@ impl Breaker {
             totals: inner.totals,
             opened: inner.opened,
             retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+            peer_updates: inner.peer_updates,
+            shared: self.peers.get().is_some(),
         }
+    }
+
+    /// Another instance won the probe: open again for the probe's length, counted as a reject.
+    fn lost_probe(&self) -> Duration {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let until = now + self.config.timeout;
+        if matches!(inner.state, State::HalfOpen { .. }) {
+            inner.state = State::Open { until };
+            self.metrics.publish(&inner.state);
+        }
+        self.add(&mut inner, now, Outcome::Reject);
+        self.config.timeout
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -467,6 +570,9 @@ impl Breaker {
                 inner.state = State::Closed;
                 inner.buckets.clear();
                 self.metrics.publish(&inner.state);
+                if let Some(peers) = self.peers.get() {
+                    peers.closed();
+                }
             }
             return;
         }
@@ -491,6 +597,9 @@ impl Breaker {
         inner.state = State::Open { until: now + self.config.reset_timeout };
         inner.opened += 1;
         self.metrics.publish(&inner.state);
+        if let Some(peers) = self.peers.get() {
+            peers.opened(std::time::SystemTime::now() + self.config.reset_timeout);
+        }
     }
 
     fn add(&self, inner: &mut Inner, now: Instant, outcome: Outcome) {

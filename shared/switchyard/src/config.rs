@@ -223,6 +223,11 @@ pub struct BreakerArgs {
     /// Buckets the rolling window is split into (opossum `rollingCountBuckets`).
     #[arg(long, env = "BREAKER_ROLLING_BUCKETS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub breaker_rolling_buckets: u32,
+
+    /// Share the breaker's state with the service's other instances through the NATS KV bucket
+    /// BREAKERS: one that opens opens them all, and only one instance probes when it half-opens.
+    #[arg(long, env = "BREAKER_SHARED")]
+    pub breaker_shared: bool,
 }
 
 /// Retries of idempotent requests (see [`crate::retry`]); the breaker's timeout bounds all

@@ -65,6 +65,7 @@ pub mod ownership;
 pub mod platform;
 pub mod ratelimit;
 pub mod retry;
+pub mod shared_breaker;
 pub mod shutdown;
 pub mod streams;
 pub mod telemetry;

@@ -56,6 +56,8 @@ pub const CLIENT_RETRIES: &str = "switchyard_client_retries_total";
 pub const CLIENT_RETRY_BUDGET: &str = "switchyard_client_retry_budget_tokens";
 /// HTTP requests refused by a rate limit.
 pub const HTTP_RATE_LIMITED: &str = "switchyard_http_rate_limited_total";
+/// Transitions of other instances applied to a shared breaker.
+pub const BREAKER_PEER_UPDATES: &str = "switchyard_breaker_peer_updates_total";
 /// Breaker state gauge.
 pub const BREAKER_STATE: &str = "switchyard_breaker_state";
 /// Breaker calls by outcome.
@@ -142,6 +144,12 @@ pub const METRICS: &[MetricDoc] = &[
         kind: "counter",
         labels: "breaker, outcome",
         help: "Calls through a circuit breaker by outcome (success, failure, timeout, reject, fallback).",
+    },
+    MetricDoc {
+        name: BREAKER_PEER_UPDATES,
+        kind: "counter",
+        labels: "breaker, state",
+        help: "Shared breakers (--breaker-shared): another instance's transition seen here (open, half_open, closed).",
     },
     MetricDoc {
         name: CONSUMER_DELIVERIES,

@@ -6,4 +6,5 @@ mod micro;
 mod migrations;
 mod outbox;
 mod resilience;
+mod shared_breaker;
 mod streams;

@@ -21,7 +21,7 @@ pub struct Running {
 }
 
 impl Running {
-    fn spawn<F>(run: impl FnOnce(Shutdown) -> F) -> Running
+    pub fn spawn<F>(run: impl FnOnce(Shutdown) -> F) -> Running
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -101,7 +101,7 @@ pub async fn connect_as(
 }
 
 impl Stack {
-    fn common(&self, db: &TestDatabase, user: &str) -> Vec<String> {
+    pub fn common(&self, db: &TestDatabase, user: &str) -> Vec<String> {
         let mut args = vec![
             "--nats-url".into(),
             self.nats.url(),
@@ -271,6 +271,9 @@ async fn spawn(secure: bool, postgres: bool) -> Stack {
         )
         .await
         .expect("provision the streams as ops");
+        js.create_or_update_key_value(switchyard::shared_breaker::bucket_config(1))
+            .await
+            .expect("provision the shared breakers' bucket as ops");
     }
     let mut stack = Stack {
         data,

@@ -4,7 +4,7 @@ use contracts::names;
 use contracts::{HistoryReply, HistoryRequest};
 use switchyard::testkit::eventually;
 
-use crate::helpers::{connect_as, count, password, spawn_secure_stack};
+use crate::helpers::{Running, connect_as, count, password, spawn_secure_stack};
 
 #[tokio::test]
 async fn every_service_works_under_its_own_least_privilege_user() {
@@ -101,4 +101,50 @@ async fn publishes_and_subscribes_outside_a_users_permissions_are_denied() {
             .connect(stack.nats.url())
             .await;
     assert!(wrong.is_err(), "a wrong password is refused");
+}
+
+#[tokio::test]
+async fn order_service_shares_its_breaker_under_nats_conf() {
+    use clap::Parser;
+    let stack = spawn_secure_stack().await;
+    stack.restock("B-1", 10).await;
+    // A second order-service, as `orders`, sharing its inventory breaker through BREAKERS.
+    let db = switchyard::testkit::TestDatabase::sqlite();
+    let mut args = vec!["order-service".to_string()];
+    args.extend(stack.common(&db, "orders"));
+    args.extend(
+        ["--http-addr", "127.0.0.1:0", "--breaker-shared", "--instance-id", "shared"].map(String::from),
+    );
+    let app =
+        order_service::App::build(order_service::Config::parse_from(args)).await.expect("order-service");
+    let (breaker, base) = (app.breaker(), format!("http://127.0.0.1:{}/orders", app.port()));
+    let running = Running::spawn(|s| async move {
+        app.run_until_stopped(s).await.expect("order-service runs and stops cleanly");
+    });
+    // Another instance (ops writes its record) opens the breaker for a second: this one follows.
+    let kv = stack.js.get_key_value(switchyard::shared_breaker::BUCKET).await.expect("bucket");
+    let until_ms = (std::time::SystemTime::now() + Duration::from_secs(1))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let open = serde_json::json!({ "state": "open", "until_ms": until_ms, "by": "elsewhere" });
+    kv.put("inventory", serde_json::to_vec(&open).unwrap().into()).await.expect("put");
+    eventually(Duration::from_secs(10), "the breaker to open", || async {
+        breaker.state() == switchyard::BreakerState::Open
+    })
+    .await;
+    // Past it, this instance claims the probe (a compare-and-set), its order succeeds, and it
+    // writes `closed` for the others: every KV operation it needs is allowed.
+    eventually(Duration::from_secs(10), "an order through the probe", || async {
+        let body = serde_json::json!({ "user_id": "u", "items": [{ "sku": "B-1", "quantity": 1 }] });
+        stack.http.post(&base).json(&body).send().await.is_ok_and(|r| r.status() == 201)
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the closed record", || async {
+        let entry = kv.get("inventory").await.ok().flatten();
+        let record: Option<serde_json::Value> = entry.and_then(|v| serde_json::from_slice(&v).ok());
+        record.is_some_and(|r| r["state"] == "closed" && r["by"] == "shared")
+    })
+    .await;
+    running.stop().await;
 }

@@ -42,7 +42,7 @@ pub enum Command {
     Dlq(dlq::DlqArgs),
     /// Exit 0 when a service answers $SRV.PING (or an HTTP API is ready), else 1.
     Health(health::HealthArgs),
-    /// Create or update the streams (ORDERS, DLQ, REPLAY) as the ops user; services only verify them.
+    /// Create or update the streams (ORDERS, TIMERS, DLQ, REPLAY) and the BREAKERS bucket as the ops user; services only verify them.
     Provision(provision::ProvisionArgs),
 }
 

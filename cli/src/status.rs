@@ -199,7 +199,7 @@ pub async fn collect(client: &async_nats::Client, wait: Duration) -> anyhow::Res
     let js = async_nats::jetstream::new(client.clone());
     let mut streams = Vec::new();
     let mut consumers = Vec::new();
-    for name in [names::ORDERS_STREAM, names::DLQ_STREAM, names::REPLAY_STREAM] {
+    for name in [names::ORDERS_STREAM, names::TIMERS_STREAM, names::DLQ_STREAM, names::REPLAY_STREAM] {
         let Ok(mut stream) = js.get_stream(name).await else { continue };
         let info = stream.info().await.context("stream info")?.clone();
         streams.push(StreamReport {

@@ -193,9 +193,11 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
             ("ORDERS", "audit"),
             ("ORDERS", "email"),
             ("ORDERS", "inventory"),
+            ("TIMERS", "inventory_timers"),
             ("REPLAY", "ORDERS_audit"),
             ("REPLAY", "ORDERS_email"),
-            ("REPLAY", "ORDERS_inventory")
+            ("REPLAY", "ORDERS_inventory"),
+            ("REPLAY", "TIMERS_inventory_timers")
         ]
     );
     assert!(

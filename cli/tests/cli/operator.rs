@@ -365,7 +365,7 @@ async fn provision_declares_the_streams_as_ops_and_services_only_verify_them() {
     // The operator provisions (as ops), once and again.
     let first = run(&switchyard(), &["provision", "--nats-url", &url, "--data-dir", &data], &[]).await;
     assert_eq!(first.code, Some(0), "{}{}", first.stdout, first.stderr);
-    for stream in ["ORDERS", "DLQ", "REPLAY"] {
+    for stream in ["ORDERS", "TIMERS", "DLQ", "REPLAY"] {
         assert!(
             first.stdout.lines().any(|l| l.contains(stream) && l.ends_with(": created")),
             "{}",
@@ -373,7 +373,7 @@ async fn provision_declares_the_streams_as_ops_and_services_only_verify_them() {
         );
     }
     let again = run(&switchyard(), &["provision", "--nats-url", &url, "--data-dir", &data], &[]).await;
-    assert_eq!(again.stdout.lines().filter(|l| l.ends_with(": up to date")).count(), 3, "{}", again.stdout);
+    assert_eq!(again.stdout.lines().filter(|l| l.ends_with(": up to date")).count(), 4, "{}", again.stdout);
     // ...and, the streams there, it starts and answers.
     eventually(Duration::from_secs(60), "the early inventory-service to answer", || async {
         run(

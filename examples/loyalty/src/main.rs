@@ -17,8 +17,12 @@ use switchyard::streams::EventStream;
 use switchyard::{ServiceError, ServiceSpec, Shutdown, config, inbox};
 
 /// The stream this service publishes to (an operator declares it, like `ORDERS`).
-const LOYALTY: EventStream =
-    EventStream { name: "LOYALTY", subjects: &["events.loyalty.>"], description: "Loyalty points awarded" };
+const LOYALTY: EventStream = EventStream {
+    name: "LOYALTY",
+    subjects: &["events.loyalty.>"],
+    description: "Loyalty points awarded",
+    schedules: false,
+};
 const POINTS: &str = "CREATE TABLE points (user_id TEXT PRIMARY KEY, points BIGINT NOT NULL)";
 /// Its schema, the platform's outbox and inbox included.
 const MIGRATIONS: Migrations = switchyard::migrations![1 => "points": POINTS; outbox = 2, inbox = 3];

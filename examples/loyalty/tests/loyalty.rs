@@ -17,8 +17,12 @@ use switchyard::testkit::{
 use switchyard::{Shutdown, telemetry};
 
 const USERS: [&str; 4] = ["inventory", "ops", "sys", "loyalty"];
-const LOYALTY: EventStream =
-    EventStream { name: "LOYALTY", subjects: &["events.loyalty.>"], description: "Loyalty points awarded" };
+const LOYALTY: EventStream = EventStream {
+    name: "LOYALTY",
+    subjects: &["events.loyalty.>"],
+    description: "Loyalty points awarded",
+    schedules: false,
+};
 
 fn secure_nats() -> NatsServer {
     let mut builder = NatsServer::builder().config(workspace_root().join("nats.conf"));

@@ -76,7 +76,7 @@ impl App {
             &config.common,
             names::AUDIT_SERVICE,
             &crate::MIGRATIONS,
-            contracts::streams::ALL,
+            contracts::streams::EVENTS,
         )
         .await?;
         let trail = Trail::new(platform.db.clone());

@@ -62,7 +62,7 @@ impl App {
             &config.common,
             names::EMAIL_SERVICE,
             &crate::MIGRATIONS,
-            contracts::streams::ALL,
+            contracts::streams::EVENTS,
         )
         .await?;
         // An empty SMTP_URL (as compose passes when it is unset) means files, like no flag.

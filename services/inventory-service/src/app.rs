@@ -1,5 +1,6 @@
 //! Start-up and shutdown of the inventory service: flags, connections, the micro service, the
-//! durable consumer, the reservation sweeper and the outbox relay.
+//! durable consumers (order events, reservation expiry timers), the start-up sweep and the outbox
+//! relay.
 
 use std::time::Duration;
 
@@ -27,12 +28,14 @@ pub struct Config {
     #[command(flatten)]
     pub consumer: ConsumerArgs,
 
-    /// Time after which a reservation that was never committed is released.
+    /// Time after which a reservation that was never committed is released (by a timer the
+    /// broker fires: a scheduled message on the TIMERS stream).
     #[arg(long, env = "RESERVATION_TTL", value_parser = parse_duration, default_value = "15m")]
     pub reservation_ttl: Duration,
 
-    /// How often expired reservations are looked for.
-    #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    /// How often to look for expired reservations in the database as well, a backstop for
+    /// reservations without a timer (made by an older version); 0: only once, at start-up.
+    #[arg(long, env = "SWEEP_INTERVAL", value_parser = parse_duration, default_value = "0")]
     pub sweep_interval: Duration,
 
     /// Requests this instance handles at once; more wait in the subscription.
@@ -57,6 +60,7 @@ pub struct App {
     service: ServiceHandle,
     inventory: Inventory,
     consumer: Consumer,
+    timers: Consumer,
     relay: Relay,
     sweep_interval: Duration,
 }
@@ -69,17 +73,30 @@ impl App {
             &config.common,
             names::INVENTORY_SERVICE,
             &crate::MIGRATIONS,
-            contracts::streams::ALL,
+            &[contracts::streams::ORDERS, contracts::streams::TIMERS],
         )
         .await?;
         let relay = platform.relay();
-        let inventory = Inventory::new(platform.db.clone(), config.reservation_ttl).with_relay(relay.waker());
+        let inventory = Inventory::new(platform.db.clone(), config.reservation_ttl)
+            .with_relay(relay.waker())
+            .with_broker_timers();
         let consumer = platform.consumer(config.consumer.apply(events::consumer_spec()), inventory.clone());
         consumer.bind().await?;
+        let timers = platform
+            .consumer(config.consumer.apply(events::timers_spec()), events::Expiries(inventory.clone()));
+        timers.bind().await?;
         let service =
             spec(&inventory).max_in_flight(config.max_in_flight).start(platform.client.clone()).await?;
         tracing::info!(instance = %platform.instance, id = %service.id(), "inventory-service ready");
-        Ok(App { platform, service, inventory, consumer, relay, sweep_interval: config.sweep_interval })
+        Ok(App {
+            platform,
+            service,
+            inventory,
+            consumer,
+            timers,
+            relay,
+            sweep_interval: config.sweep_interval,
+        })
     }
 
     /// The micro service instance id.
@@ -95,19 +112,22 @@ impl App {
     /// Serves until `shutdown` fires; then stops taking events and requests, finishes and acks
     /// in-flight work, publishes what it committed, drains NATS and closes the database.
     pub async fn run_until_stopped(self, shutdown: Shutdown) {
-        let App { platform, service, inventory, consumer, relay, sweep_interval } = self;
+        let App { platform, service, inventory, consumer, timers, relay, sweep_interval } = self;
         let relay = platform.spawn_relay(relay);
         let sweeper = tokio::spawn(events::run_sweeper(inventory.clone(), sweep_interval, shutdown.clone()));
         let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+        let timers_task = tokio::spawn(timers.run(shutdown.clone()));
 
         shutdown.wait().await;
         tracing::info!("inventory-service stopping");
         // In-flight requests, events and the sweep finish side by side.
-        let (consumed, swept, _) = tokio::join!(consumer_task, sweeper, service.stop());
-        match consumed {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "inventory consumer failed"),
-            Err(err) => tracing::error!(error = %err, "inventory consumer task failed"),
+        let (consumed, timed, swept, _) = tokio::join!(consumer_task, timers_task, sweeper, service.stop());
+        for (what, result) in [("inventory consumer", consumed), ("timers consumer", timed)] {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!(error = %err, "{what} failed"),
+                Err(err) => tracing::error!(error = %err, "{what} task failed"),
+            }
         }
         if let Err(err) = swept {
             tracing::error!(error = %err, "sweeper task failed");

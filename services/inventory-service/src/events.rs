@@ -1,6 +1,8 @@
 //! The inventory's side of the asynchronous path: the durable consumer `inventory` on `ORDERS`
-//! (created: commit the reservation, cancelled: release it, each once) and the sweeper that
-//! releases reservations whose TTL passed without a commit.
+//! (created: commit the reservation, cancelled: release it, each once), the durable
+//! `inventory_timers` on `TIMERS` (a reservation's expiry, fired by the broker: release it unless
+//! it was committed or released meanwhile), and the sweep that releases reservations whose TTL
+//! passed without a timer (at start-up, and every `--sweep-interval` when set).
 
 use std::time::Duration;
 
@@ -134,6 +136,43 @@ async fn cancel(
     Ok(())
 }
 
+/// The `inventory_timers` consumer: reservation expiries as the broker fires them.
+pub fn timers_spec() -> ConsumerSpec {
+    let mut spec = ConsumerSpec::new(
+        names::TIMERS_STREAM,
+        names::INVENTORY_TIMERS_CONSUMER,
+        vec![names::RESERVATION_EXPIRE_FILTER.into()],
+    );
+    spec.max_batch = 1;
+    spec
+}
+
+/// Applies reservation expiries: a reservation still reserved is released (its stock goes back,
+/// `stock_released` is published); one committed or released meanwhile is left alone, so a timer
+/// that fires twice, or after the commit, changes nothing.
+#[derive(Debug, Clone)]
+pub struct Expiries(pub Inventory);
+
+impl Apply for Expiries {
+    fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let timer: crate::store::ReservationExpiry = delivery.json()?;
+            let order_id = timer.order_id.to_string();
+            if reservation_status(tx, &order_id).await?.as_deref() == Some(status::RESERVED) {
+                let trace = delivery.header(TRACEPARENT);
+                release_reserved(tx, timer.order_id, "reservation expired before it was committed", trace)
+                    .await?;
+                tracing::info!(%order_id, "reservation expired: released");
+            }
+            Ok(())
+        })
+    }
+
+    fn committed(&self) {
+        self.0.wake_relay();
+    }
+}
+
 /// Releases reservations whose TTL passed without a commit. Returns how many it released.
 pub async fn release_expired(inventory: &Inventory) -> Result<usize, sqlx::Error> {
     let expired: Vec<String> = sqlx::query_scalar(
@@ -161,8 +200,14 @@ pub async fn release_expired(inventory: &Inventory) -> Result<usize, sqlx::Error
     Ok(released)
 }
 
-/// Runs [`release_expired`] every `interval` until `shutdown`.
+/// Runs [`release_expired`] once, then every `interval` until `shutdown` (zero: once only).
 pub async fn run_sweeper(inventory: Inventory, interval: Duration, shutdown: Shutdown) {
+    if let Err(err) = release_expired(&inventory).await {
+        tracing::warn!(error = %err, "reservation sweep failed");
+    }
+    if interval.is_zero() {
+        return;
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

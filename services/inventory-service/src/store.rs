@@ -53,12 +53,20 @@ pub struct Inventory {
     db: Db,
     reservation_ttl: Duration,
     waker: RelayWaker,
+    timers: bool,
 }
 
 impl Inventory {
     /// Inventory on `db`; reservations expire `reservation_ttl` after they are made unless committed.
     pub fn new(db: Db, reservation_ttl: Duration) -> Self {
-        Inventory { db, reservation_ttl, waker: RelayWaker::default() }
+        Inventory { db, reservation_ttl, waker: RelayWaker::default(), timers: false }
+    }
+
+    /// Schedules each reservation's expiry as a message the broker fires (stream `TIMERS`),
+    /// written to the outbox in the reservation's own transaction.
+    pub fn with_broker_timers(mut self) -> Self {
+        self.timers = true;
+        self
     }
 
     /// Wakes `waker` whenever this inventory commits an outbox event.
@@ -194,7 +202,13 @@ impl Inventory {
                 .execute(&mut *tx)
                 .await?;
         }
+        if self.timers {
+            schedule_expiry(&mut tx, request.order_id, expires_at).await?;
+        }
         tx.commit().await?;
+        if self.timers {
+            self.wake_relay();
+        }
         Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new(), unknown_ids: Vec::new() })
     }
 
@@ -331,3 +345,46 @@ pub(crate) async fn release_reserved(
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     outbox::enqueue(conn, &event).await
 }
+
+/// The payload of a reservation's expiry timer (`timers.reservations.*.<order_id>`), internal to
+/// inventory-service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReservationExpiry {
+    /// The order whose reservation expires.
+    pub order_id: Uuid,
+    /// When, as scheduled (RFC 3339).
+    pub expires_at: String,
+}
+
+/// Writes the schedule of `order_id`'s expiry at `expires_at_ms` to the outbox: published to
+/// `timers.reservations.schedule.<id>` with `Nats-Schedule: @at <time>` (whole seconds, rounded
+/// up) and `Nats-Schedule-Target: timers.reservations.expire.<id>`, so the broker publishes the
+/// expiry then, whatever happens to this process in between.
+pub(crate) async fn schedule_expiry(
+    tx: &mut sqlx::AnyConnection,
+    order_id: Uuid,
+    expires_at_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let seconds = (expires_at_ms + 999).div_euclid(1000);
+    let at = time::OffsetDateTime::from_unix_timestamp(seconds)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let at = switchyard::time::format_rfc3339(at);
+    let timer = ReservationExpiry { order_id, expires_at: at.clone() };
+    let mut event = outbox::OutboxEvent::new(
+        Uuid::new_v4(),
+        contracts::names::reservation_schedule_subject(&order_id),
+        &timer,
+        outbox::current_traceparent(),
+    )
+    .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    event.headers.insert(SCHEDULE_HEADER.to_string(), format!("@at {at}"));
+    event
+        .headers
+        .insert(SCHEDULE_TARGET_HEADER.to_string(), contracts::names::reservation_expire_subject(&order_id));
+    outbox::enqueue(tx, &event).await
+}
+
+/// JetStream's schedule header (nats-server 2.12+).
+pub const SCHEDULE_HEADER: &str = "Nats-Schedule";
+/// Where a scheduled message is published when it fires.
+pub const SCHEDULE_TARGET_HEADER: &str = "Nats-Schedule-Target";

@@ -127,7 +127,7 @@ impl App {
             &config.common,
             names::ORDERS_SERVICE,
             &crate::MIGRATIONS,
-            contracts::streams::ALL,
+            contracts::streams::EVENTS,
         )
         .await?;
         let (instance, db, client, js) =
@@ -149,7 +149,19 @@ impl App {
         let shared = if config.breaker.breaker_shared {
             let declare = config.common.streams.declare_streams;
             let replicas = config.common.streams.shape.stream_replicas as usize;
-            let store = switchyard::shared_breaker::open_bucket(&js, declare, replicas).await?;
+            // Like the streams, the bucket may not be provisioned yet: keep looking until the
+            // start-up deadline.
+            let deadline = tokio::time::Instant::now() + config.common.streams.startup_timeout;
+            let store = loop {
+                match switchyard::shared_breaker::open_bucket(&js, declare, replicas).await {
+                    Ok(store) => break store,
+                    Err(err) if tokio::time::Instant::now() < deadline => {
+                        tracing::warn!(error = %err, "waiting for the shared breakers' bucket");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            };
             let task = switchyard::shared_breaker::share(
                 store,
                 inventory.breaker_arc().clone(),

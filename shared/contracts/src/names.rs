@@ -43,6 +43,27 @@ pub const AUDIT_HISTORY: &str = "audit.history";
 pub const IDEMPOTENT: &[&str] =
     &[INVENTORY_CHECK, INVENTORY_RESERVE, INVENTORY_RELEASE, INVENTORY_STOCK, ORDERS_GET, AUDIT_HISTORY];
 
+/// The JetStream stream of broker-fired timers.
+pub const TIMERS_STREAM: &str = "TIMERS";
+/// Its subjects.
+pub const TIMERS_STREAM_SUBJECTS: &str = "timers.>";
+/// inventory-service's durable on `TIMERS`: reservation expiries as they fire.
+pub const INVENTORY_TIMERS_CONSUMER: &str = "inventory_timers";
+
+/// `timers.reservations.schedule.<order_id>`: the schedule of one reservation's expiry (a
+/// message with `Nats-Schedule: @at <time>`; one per order, a repeat replaces it).
+pub fn reservation_schedule_subject(order_id: &uuid::Uuid) -> String {
+    format!("timers.reservations.schedule.{order_id}")
+}
+
+/// `timers.reservations.expire.<order_id>`: where the broker publishes the expiry when it fires.
+pub fn reservation_expire_subject(order_id: &uuid::Uuid) -> String {
+    format!("timers.reservations.expire.{order_id}")
+}
+
+/// The filter of inventory's timers durable.
+pub const RESERVATION_EXPIRE_FILTER: &str = "timers.reservations.expire.*";
+
 /// The JetStream stream that carries every order event.
 pub const ORDERS_STREAM: &str = "ORDERS";
 /// Subjects of the `ORDERS` stream.

@@ -8,8 +8,8 @@
 //! a request still waiting for a handler slot when its deadline passes is dropped with a
 //! [`DEADLINE_EXCEEDED`] (504) error reply, a handler still running then is cancelled (its future
 //! is dropped, so a database transaction in it rolls back), and the handler's own outgoing
-//! requests inherit the deadline ([`current`] / [`remaining`] read it). order-service gives every
-//! HTTP request the deadline of its request timeout.
+//! requests inherit the deadline ([`current`] / [`remaining`] read it). A service with an HTTP API
+//! gives every request the deadline of its request timeout.
 
 use std::future::Future;
 use std::time::Duration;

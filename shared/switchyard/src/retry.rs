@@ -420,6 +420,7 @@ mod tests {
             })
             .await;
         assert!(result.is_err());
+        let elapsed = started.elapsed();
         // The caller's deadline stops retries as well.
         let before = retrier.snapshot().deadline;
         let result: Result<(), _> =
@@ -428,7 +429,7 @@ mod tests {
             })
             .await;
         assert!(result.is_err());
-        assert!(started.elapsed() <= Duration::from_millis(2500), "{:?}", started.elapsed());
+        assert!(elapsed <= Duration::from_millis(2500), "{elapsed:?}");
         let timeouts = timeouts.into_inner().unwrap();
         assert_eq!(timeouts[0], Duration::from_secs(1));
         // The last attempt got only what was left.

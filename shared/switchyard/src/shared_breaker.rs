@@ -95,7 +95,7 @@ fn from_unix_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// What the breaker tells its peers; written in order by one task.
+/// What the breaker tells its peers; one task writes the records, one after another.
 #[derive(Debug)]
 struct KvPeers {
     store: kv::Store,

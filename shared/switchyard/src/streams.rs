@@ -28,7 +28,8 @@ pub struct StreamSettings {
     pub duplicate_window: Duration,
     /// How long events are kept.
     pub max_age: Duration,
-    /// Largest size of each event stream, in bytes (`DLQ` and `REPLAY` get an eighth).
+    /// Largest size of each event stream, in bytes (`DLQ`, `REPLAY` and a stream of timers get
+    /// an eighth).
     pub max_bytes: i64,
 }
 
@@ -108,6 +109,7 @@ impl std::fmt::Display for Declared {
 ///     name: "TICKETS",
 ///     subjects: &["events.tickets.>"],
 ///     description: "Every ticket event",
+///     schedules: false,
 /// };
 /// let config = TICKETS.config(&StreamSettings::default());
 /// assert_eq!(config.subjects, vec!["events.tickets.>".to_string()]);
@@ -120,6 +122,9 @@ pub struct EventStream {
     pub subjects: &'static [&'static str],
     /// One line for operators (`nats stream info`).
     pub description: &'static str,
+    /// Whether the stream holds scheduled messages (`Nats-Schedule`, nats-server 2.12+): timers
+    /// the broker fires, such as a reservation's expiry.
+    pub schedules: bool,
 }
 
 impl EventStream {
@@ -129,9 +134,11 @@ impl EventStream {
         stream::Config {
             duplicate_window: settings.duplicate_window,
             max_age: settings.max_age,
-            max_bytes: settings.max_bytes,
+            // A stream of timers holds small messages: an eighth of the size, like DLQ.
+            max_bytes: if self.schedules { settings.max_bytes / 8 } else { settings.max_bytes },
             max_message_size: 1024 * 1024,
             allow_direct: true,
+            allow_message_schedules: self.schedules,
             ..file_stream(self.name, self.description, self.subjects, settings)
         }
     }
@@ -256,7 +263,8 @@ fn compare(have: &stream::Config, wanted: &stream::Config) -> Result<bool, Strea
         || have.duplicate_window != wanted.duplicate_window
         || have.max_age != wanted.max_age
         || have.max_bytes != wanted.max_bytes
-        || have.max_message_size != wanted.max_message_size)
+        || have.max_message_size != wanted.max_message_size
+        || have.allow_message_schedules != wanted.allow_message_schedules)
 }
 
 /// Creates the stream, or checks and (when only mutable settings differ) updates it.

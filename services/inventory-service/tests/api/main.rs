@@ -3,3 +3,4 @@ mod endpoints;
 mod helpers;
 mod reservations;
 mod sweeper;
+mod timers;

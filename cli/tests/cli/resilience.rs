@@ -103,10 +103,13 @@ async fn a_hung_then_killed_inventory_replica_costs_latency_not_orders() {
         ready && inventory_instances(&client).await == 2
     })
     .await;
-    let restock = contracts::RestockRequest { sku: "HANG-1".into(), quantity: 1_000_000 };
+    // One SKU per client: a hung instance holding one SKU's row lock stalls that client alone.
     let requests = switchyard::RequestClient::new(client.clone(), Duration::from_secs(10));
-    let _: contracts::RestockReply =
-        requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
+    for worker in 0..8 {
+        let restock = contracts::RestockRequest { sku: format!("HANG-{worker}"), quantity: 1_000_000 };
+        let _: contracts::RestockReply =
+            requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
+    }
 
     // Eight clients order one unit each, one order after another.
     let load = Arc::new(Load::default());
@@ -114,7 +117,7 @@ async fn a_hung_then_killed_inventory_replica_costs_latency_not_orders() {
     for worker in 0..8 {
         let (load, http, url) = (load.clone(), http.clone(), format!("{base}/orders"));
         workers.push(tokio::spawn(async move {
-            let body = serde_json::json!({ "user_id": format!("u{worker}"), "items": [{ "sku": "HANG-1", "quantity": 1 }] });
+            let body = serde_json::json!({ "user_id": format!("u{worker}"), "items": [{ "sku": format!("HANG-{worker}"), "quantity": 1 }] });
             while !load.stop.load(Ordering::SeqCst) {
                 let started = Instant::now();
                 let status = http.post(&url).json(&body).send().await.map(|r| r.status().as_u16());
@@ -241,4 +244,82 @@ async fn three_order_services_share_one_breaker_against_a_dead_inventory() {
         assert_eq!(metric(&http, base, failures).await, 0.0, "{base} made no call");
     }
     drop(processes);
+}
+
+#[tokio::test]
+async fn a_stalled_inventory_never_works_for_an_order_already_answered() {
+    let nats = NatsServer::start();
+    let client = nats.client().await;
+    let db = TestDatabase::postgres().await;
+    let data = temp_dir();
+    let metrics_port = free_port().expect("a free port");
+    let mut inventory = Command::new(binary("inventory-service"))
+        .args(["--nats-url", &nats.url(), "--database-url", db.url(), "--declare-streams"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--data-dir"])
+        .arg(data.path().join("inventory"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("inventory-service starts");
+    let http_port = free_port().expect("a free port");
+    let _orders = Command::new(binary("order-service"))
+        .args([
+            "--nats-url",
+            &nats.url(),
+            "--declare-streams",
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+        ])
+        .args(["--http-request-timeout", "500ms", "--data-dir"])
+        .arg(data.path().join("orders"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("order-service starts");
+    let (base, metrics) =
+        (format!("http://127.0.0.1:{http_port}"), format!("http://127.0.0.1:{metrics_port}"));
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(60), "order-service ready and inventory up", || async {
+        let ready =
+            http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status().is_success());
+        ready && inventory_instances(&client).await == 1
+    })
+    .await;
+    let requests = switchyard::RequestClient::new(client.clone(), Duration::from_secs(10));
+    let restock = contracts::RestockRequest { sku: "SLOW-1".into(), quantity: 10 };
+    let _: contracts::RestockReply =
+        requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
+
+    // Inventory stalls (SIGSTOP); an order waits its 500 ms and is answered 503 timeout.
+    let pid = Pid::from_raw(inventory.id().expect("pid") as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    let order = serde_json::json!({ "user_id": "u", "items": [{ "sku": "SLOW-1", "quantity": 1 }] });
+    let answer = http.post(format!("{base}/orders")).json(&order).send().await.expect("answer");
+    assert_eq!(answer.status().as_u16(), 503);
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(body["error"], "timeout", "{body}");
+
+    // Inventory resumes with the reserve (and its retries) in its queue: their deadlines have
+    // passed, so it drops them unhandled and nothing is reserved for an order nobody placed.
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let dropped = "switchyard_micro_deadline_dropped_total{endpoint=\"inventory.reserve\",stage=\"queued\"}";
+    eventually(Duration::from_secs(30), "the stale reserves dropped", || async {
+        metric(&http, &metrics, dropped).await >= 1.0
+    })
+    .await;
+    let stock: contracts::StockReply = requests
+        .request(names::INVENTORY_STOCK, &serde_json::json!({ "skus": ["SLOW-1"] }))
+        .await
+        .expect("stock");
+    assert_eq!((stock.items[0].available, stock.items[0].reserved), (10, 0), "nothing reserved");
+    assert_eq!(
+        metric(
+            &http,
+            &metrics,
+            "switchyard_micro_request_duration_seconds_count{endpoint=\"inventory.reserve\",status=\"ok\"}"
+        )
+        .await,
+        0.0
+    );
+    let _ = inventory.kill().await;
 }

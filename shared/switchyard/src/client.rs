@@ -228,6 +228,15 @@ impl RequestClient {
                 .ok()
                 .or_else(|| headers.get(SERVICE_ERROR_HEADER).map(|v| v.as_str().to_string()))
                 .unwrap_or_else(|| "unknown error".to_string());
+            // The service dropped the work because this request's deadline passed: the same as
+            // this side's own timeout (and retried like it when the call has time left).
+            if code == crate::deadline::DEADLINE_EXCEEDED {
+                return Err(if cut {
+                    RequestError::DeadlineExceeded { subject: subject.to_string() }
+                } else {
+                    RequestError::TimedOut { subject: subject.to_string(), timeout }
+                });
+            }
             return Err(RequestError::Service { subject: subject.to_string(), code, message });
         }
         Ok(message.payload)

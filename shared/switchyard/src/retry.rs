@@ -5,8 +5,8 @@
 //! - **What is retried**: a request to a subject the contract declares idempotent (the caller
 //!   lists them, [`crate::client::GuardedClient::with_retry`]), after no responders, an attempt
 //!   timeout, or a 502/503 micro error. Never a 4xx (the service answered: asking again gives the
-//!   same answer), a 500 (a fault, not a lost reply), a 504 (the deadline is gone), a transport
-//!   error or an encoding error.
+//!   same answer), a 500 (a fault, not a lost reply), a transport error or an encoding error. (A
+//!   service's 504, "your deadline passed", reaches the retrier as the attempt's timeout.)
 //! - **Backoff**: before retry `n` the caller waits a random time in `[0, min(max, base * 2^(n-1))]`
 //!   (AWS's "full jitter"), so the retries of many callers spread out instead of arriving together.
 //! - **Deadline**: each attempt's timeout is cut to what is left of the current

@@ -295,6 +295,18 @@ impl Report {
                     breaker["window"]["rejects"],
                 ));
             }
+            if let Some(tally) =
+                service.data.as_ref().and_then(|d| d.get("orders")).and_then(|t| t.as_object())
+            {
+                let counts: Vec<String> = tally
+                    .iter()
+                    .filter(|(_, count)| count.as_u64().unwrap_or(0) > 0)
+                    .map(|(outcome, count)| format!("{count} {outcome}"))
+                    .collect();
+                if !counts.is_empty() {
+                    out.push_str(&format!("{:<11} orders: {}\n", "", counts.join(", ")));
+                }
+            }
             if let Some(retry) = service.data.as_ref().and_then(|d| d.get("retry")).filter(|r| r.is_object())
             {
                 out.push_str(&format!(

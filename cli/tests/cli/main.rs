@@ -207,6 +207,9 @@ async fn up_demo_status_and_dlq_work_together_on_free_ports() {
     assert_eq!(orders_stream["messages"].as_u64().unwrap(), accepted * 3);
     let (text, ok) = up.run(&["status"]).await;
     assert!(ok && text.contains("SERVICES") && text.contains("breaker inventory is closed"), "{text}");
+    // The resilience policies are visible: the orders' outcomes and the retries.
+    assert!(text.contains(&format!("orders: {accepted} accepted")), "{text}");
+    assert!(text.contains("retries: 0 of "), "{text}");
     assert!(text.lines().any(|l| l.starts_with("email") && l.contains("(no endpoints)")), "{text}");
 
     // dlq: a poison event lands in the DLQ once per consumer; show, replay and purge.

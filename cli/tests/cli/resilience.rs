@@ -19,15 +19,45 @@ fn binary(name: &str) -> std::path::PathBuf {
     crate::switchyard().with_file_name(name)
 }
 
-fn inventory(nats: &NatsServer, db: &TestDatabase, data: &Path, instance: &str) -> Child {
-    Command::new(binary("inventory-service"))
-        .args(["--nats-url", &nats.url(), "--database-url", db.url(), "--declare-streams"])
-        .args(["--instance-id", instance, "--data-dir"])
+/// `binary` on `nats` (declaring the streams), its data under `data/<instance>`, killed on drop.
+fn service(binary_name: &str, nats: &NatsServer, data: &Path, instance: &str, extra: &[&str]) -> Child {
+    Command::new(binary(binary_name))
+        .args(["--nats-url", &nats.url(), "--declare-streams", "--instance-id", instance, "--data-dir"])
         .arg(data.join(instance))
+        .args(extra)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
-        .expect("inventory-service starts")
+        .unwrap_or_else(|err| panic!("{binary_name} starts: {err}"))
+}
+
+fn inventory(nats: &NatsServer, db: &TestDatabase, data: &Path, instance: &str) -> Child {
+    service("inventory-service", nats, data, instance, &["--database-url", db.url()])
+}
+
+/// order-service `instance` on a free port with `extra` flags, and its base URL.
+fn order_service(nats: &NatsServer, data: &Path, instance: &str, extra: &[&str]) -> (Child, String) {
+    let address = format!("127.0.0.1:{}", free_port().expect("a free port"));
+    let mut flags = vec!["--http-addr", &address];
+    flags.extend_from_slice(extra);
+    (service("order-service", nats, data, instance, &flags), format!("http://{address}"))
+}
+
+/// Waits until order-service at `base` is ready and `inventories` inventory instances answer.
+async fn ready(http: &reqwest::Client, base: &str, client: &async_nats::Client, inventories: usize) {
+    eventually(Duration::from_secs(60), "order-service ready and the inventories up", || async {
+        let ready =
+            http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status().is_success());
+        ready && inventory_instances(client).await == inventories
+    })
+    .await;
+}
+
+async fn restock(client: &async_nats::Client, sku: String, quantity: u32) {
+    let requests = switchyard::RequestClient::new(client.clone(), Duration::from_secs(10));
+    let restock = contracts::RestockRequest { sku, quantity };
+    let _: contracts::RestockReply =
+        requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
 }
 
 /// How many `inventory` instances answer `$SRV.PING.inventory` within 250 ms.
@@ -38,8 +68,11 @@ async fn inventory_instances(client: &async_nats::Client) -> usize {
         return 0;
     }
     let mut seen = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(250), replies.next()).await {
-        seen += 1;
+    while let Ok(Some(reply)) = tokio::time::timeout(Duration::from_millis(250), replies.next()).await {
+        // Nobody there is a "no responders" status, not an instance.
+        if reply.status.is_none() {
+            seen += 1;
+        }
     }
     seen
 }
@@ -71,44 +104,15 @@ async fn a_hung_then_killed_inventory_replica_costs_latency_not_orders() {
     let data = temp_dir();
     let mut first = inventory(&nats, &db, data.path(), "inv-a");
     let _second = inventory(&nats, &db, data.path(), "inv-b");
-    let http_port = free_port().expect("a free port");
-    let _orders = Command::new(binary("order-service"))
-        .args([
-            "--nats-url",
-            &nats.url(),
-            "--declare-streams",
-            "--http-addr",
-            &format!("127.0.0.1:{http_port}"),
-        ])
-        .arg("--data-dir")
-        .arg(data.path().join("orders"))
-        // An attempt is abandoned after 250 ms; 12 attempts outlast the 1.5 s hang below.
-        .args([
-            "--request-retry-timeout",
-            "250ms",
-            "--request-retry-attempts",
-            "12",
-            "--breaker-timeout",
-            "6s",
-        ])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("order-service starts");
-    let base = format!("http://127.0.0.1:{http_port}");
+    // An attempt is abandoned after 250 ms; 12 attempts outlast the 1.5 s hang below.
+    let retries =
+        ["--request-retry-timeout", "250ms", "--request-retry-attempts", "12", "--breaker-timeout", "6s"];
+    let (_orders, base) = order_service(&nats, data.path(), "orders", &retries);
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(60), "order-service ready and both inventories up", || async {
-        let ready =
-            http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status().is_success());
-        ready && inventory_instances(&client).await == 2
-    })
-    .await;
+    ready(&http, &base, &client, 2).await;
     // One SKU per client: a hung instance holding one SKU's row lock stalls that client alone.
-    let requests = switchyard::RequestClient::new(client.clone(), Duration::from_secs(10));
     for worker in 0..8 {
-        let restock = contracts::RestockRequest { sku: format!("HANG-{worker}"), quantity: 1_000_000 };
-        let _: contracts::RestockReply =
-            requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
+        restock(&client, format!("HANG-{worker}"), 1_000_000).await;
     }
 
     // Eight clients order one unit each, one order after another.
@@ -197,26 +201,14 @@ async fn three_order_services_share_one_breaker_against_a_dead_inventory() {
     let mut bases = Vec::new();
     let mut processes = Vec::new();
     for instance in ["a", "b", "c"] {
-        let port = free_port().expect("a free port");
-        processes.push(
-            Command::new(binary("order-service"))
-                .args(["--nats-url", &nats.url(), "--declare-streams", "--breaker-shared"])
-                .args(["--http-addr", &format!("127.0.0.1:{port}"), "--instance-id", instance])
-                .args(["--breaker-volume-threshold", "3", "--breaker-reset-timeout", "60s"])
-                .arg("--data-dir")
-                .arg(data.path().join(instance))
-                .env("RUST_LOG", "warn")
-                .kill_on_drop(true)
-                .spawn()
-                .expect("order-service starts"),
-        );
-        bases.push(format!("http://127.0.0.1:{port}"));
+        let flags = ["--breaker-shared", "--breaker-volume-threshold", "3", "--breaker-reset-timeout", "60s"];
+        let (process, base) = order_service(&nats, data.path(), instance, &flags);
+        processes.push(process);
+        bases.push(base);
     }
+    let client = nats.client().await;
     for base in &bases {
-        eventually(Duration::from_secs(60), "order-service ready", || async {
-            http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status().is_success())
-        })
-        .await;
+        ready(&http, base, &client, 0).await;
     }
     let state = "switchyard_breaker_state{breaker=\"inventory\"}";
     let failures = "switchyard_breaker_calls_total{breaker=\"inventory\",outcome=\"failure\"}";
@@ -253,42 +245,15 @@ async fn a_stalled_inventory_never_works_for_an_order_already_answered() {
     let db = TestDatabase::postgres().await;
     let data = temp_dir();
     let metrics_port = free_port().expect("a free port");
-    let mut inventory = Command::new(binary("inventory-service"))
-        .args(["--nats-url", &nats.url(), "--database-url", db.url(), "--declare-streams"])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}"), "--data-dir"])
-        .arg(data.path().join("inventory"))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("inventory-service starts");
-    let http_port = free_port().expect("a free port");
-    let _orders = Command::new(binary("order-service"))
-        .args([
-            "--nats-url",
-            &nats.url(),
-            "--declare-streams",
-            "--http-addr",
-            &format!("127.0.0.1:{http_port}"),
-        ])
-        .args(["--http-request-timeout", "500ms", "--data-dir"])
-        .arg(data.path().join("orders"))
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("order-service starts");
-    let (base, metrics) =
-        (format!("http://127.0.0.1:{http_port}"), format!("http://127.0.0.1:{metrics_port}"));
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let flags = ["--database-url", db.url(), "--metrics-addr", &metrics_addr];
+    let mut inventory = service("inventory-service", &nats, data.path(), "inventory", &flags);
+    let (_orders, base) = order_service(&nats, data.path(), "orders", &["--http-request-timeout", "500ms"]);
+    let metrics = format!("http://{metrics_addr}");
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(60), "order-service ready and inventory up", || async {
-        let ready =
-            http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status().is_success());
-        ready && inventory_instances(&client).await == 1
-    })
-    .await;
+    ready(&http, &base, &client, 1).await;
+    restock(&client, "SLOW-1".into(), 10).await;
     let requests = switchyard::RequestClient::new(client.clone(), Duration::from_secs(10));
-    let restock = contracts::RestockRequest { sku: "SLOW-1".into(), quantity: 10 };
-    let _: contracts::RestockReply =
-        requests.request(names::INVENTORY_RESTOCK, &restock).await.expect("restock");
 
     // Inventory stalls (SIGSTOP); an order waits its 500 ms and is answered 503 timeout.
     let pid = Pid::from_raw(inventory.id().expect("pid") as i32);

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::{TestInventory, item, spawn_inventory_with};
 
-async fn stock(app: &TestInventory, sku: &str) -> (i64, i64) {
+pub(crate) async fn stock(app: &TestInventory, sku: &str) -> (i64, i64) {
     let reply: StockReply =
         app.call(names::INVENTORY_STOCK, &serde_json::json!({ "skus": [sku] })).await.expect("stock");
     (reply.items[0].available, reply.items[0].reserved)
@@ -25,7 +25,7 @@ async fn reserve(app: &TestInventory, order: Uuid, sku: &str, quantity: u32) {
     assert!(reply.reserved);
 }
 
-async fn publish_created(js: &jetstream::Context, order: Uuid, sku: &str, quantity: u32) {
+pub(crate) async fn publish_created(js: &jetstream::Context, order: Uuid, sku: &str, quantity: u32) {
     let event = OrderCreated {
         event_id: Uuid::new_v4(),
         order_id: order,

@@ -7,17 +7,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use contracts::names;
-use contracts::{OrderCreated, ReserveReply, ReserveRequest, StockReply};
+use contracts::{ReserveReply, ReserveRequest};
 use switchyard::testkit::{eventually, subject_count};
 use uuid::Uuid;
 
 use crate::helpers::{TestInventory, item, spawn_inventory_with};
-
-async fn stock(app: &TestInventory, sku: &str) -> (i64, i64) {
-    let reply: StockReply =
-        app.call(names::INVENTORY_STOCK, &serde_json::json!({ "skus": [sku] })).await.expect("stock");
-    (reply.items[0].available, reply.items[0].reserved)
-}
+use crate::sweeper::{publish_created, stock};
 
 async fn reserve(app: &TestInventory, order: Uuid, quantity: u32) {
     let request = ReserveRequest { order_id: order, items: vec![item("T-1", quantity)] };
@@ -54,20 +49,7 @@ async fn an_unconfirmed_reservation_is_released_by_the_broker_on_time_across_a_r
     assert_eq!(header("Nats-Schedule-Target"), names::reservation_expire_subject(&lost));
 
     // `kept` is committed (its created event arrives); `lost` never is.
-    let event = OrderCreated {
-        event_id: Uuid::new_v4(),
-        order_id: kept,
-        user_id: "u1".into(),
-        email: None,
-        items: vec![item("T-1", 3)],
-        created_at: switchyard::time::now_rfc3339(),
-    };
-    let subject = names::order_event_subject(names::order_event::CREATED, &kept);
-    js.publish(subject, serde_json::to_vec(&event).expect("json").into())
-        .await
-        .expect("publish")
-        .await
-        .expect("ack");
+    publish_created(&js, kept, "T-1", 3).await;
     let committed = format!("events.orders.stock_committed.{kept}");
     eventually(Duration::from_secs(10), "kept's commit", || async {
         subject_count(&js, names::ORDERS_STREAM, &committed).await == 1

@@ -205,7 +205,10 @@ pub async fn share(
                     }
                     Some(Ok(_)) => {}
                     Some(Err(err)) => tracing::warn!(key = %key, error = %err, "shared breaker watch failed"),
-                    None => break,
+                    None => {
+                        tracing::warn!(key = %key, "shared breaker watch ended: this instance's breaker goes on alone");
+                        break;
+                    }
                 },
                 _ = shutdown.wait() => break,
             }

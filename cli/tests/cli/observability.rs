@@ -360,7 +360,8 @@ async fn every_service_serves_metrics_that_add_up_to_the_orders_placed() {
     out_of_stock += 1.0;
     let placed = accepted + out_of_stock;
 
-    // The consumers may still be acking the last events: scrape until the figures settle.
+    // The consumers may still be acking the last events, the relays publishing: scrape until the
+    // figures settle.
     let mut last = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let scraped = loop {
@@ -368,9 +369,14 @@ async fn every_service_serves_metrics_that_add_up_to_the_orders_placed() {
         let acks = |service: &str, consumer: &str| {
             scraped[service].sum("switchyard_consumer_acks_total", &[("consumer", consumer)])
         };
+        let published = |service: &str| scraped[service].sum("switchyard_outbox_published_total", &[]);
+        // Inventory's relay publishes the reservations' expiry timers with its next round.
         let settled = acks("inventory-service", "inventory") == accepted
             && acks("email-service", "email") == accepted
-            && acks("audit-service", "audit") == 3.0 * accepted;
+            && acks("audit-service", "audit") == 3.0 * accepted
+            && published("order-service") == accepted
+            && published("inventory-service") == 2.0 * accepted
+            && published("email-service") == accepted;
         if settled {
             break scraped;
         }

@@ -206,9 +206,9 @@ impl Inventory {
             schedule_expiry(&mut tx, request.order_id, expires_at).await?;
         }
         tx.commit().await?;
-        if self.timers {
-            self.wake_relay();
-        }
+        // The relay is not woken for the timer: it goes out with the next round (a consumer's
+        // commit wakes it, or its poll), batched with others, instead of a round of claim,
+        // publish and mark per reservation on the write slot the reservations need.
         Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new(), unknown_ids: Vec::new() })
     }
 

@@ -308,6 +308,85 @@ pub(crate) async fn reservation_lines(
     rows.iter().map(|row| Ok((row.try_get("sku")?, row.try_get("quantity")?))).collect()
 }
 
+/// The statuses of the reservations of `order_ids` (those that exist), in one query.
+pub(crate) async fn reservation_statuses(
+    conn: &mut sqlx::AnyConnection,
+    order_ids: &[&str],
+) -> Result<std::collections::HashMap<String, String>, sqlx::Error> {
+    let sql = format!(
+        "SELECT order_id, status FROM reservations WHERE order_id IN ({})",
+        switchyard::db::placeholders(1, order_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(|row| Ok((row.try_get("order_id")?, row.try_get("status")?))).collect()
+}
+
+/// The lines `(order_id, sku, quantity)` of the reservations of `order_ids`, in one query.
+pub(crate) async fn reservations_lines(
+    conn: &mut sqlx::AnyConnection,
+    order_ids: &[&str],
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT order_id, sku, quantity FROM reservation_items WHERE order_id IN ({}) ORDER BY order_id, sku",
+        switchyard::db::placeholders(1, order_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("order_id")?, row.try_get("sku")?, row.try_get("quantity")?)))
+        .collect()
+}
+
+/// Committed stock leaves the shelf: `reserved` goes down by each `(sku, quantity)`, in one
+/// statement.
+pub(crate) async fn take_reserved(
+    conn: &mut sqlx::AnyConnection,
+    per_sku: &[(&str, i64)],
+) -> Result<(), sqlx::Error> {
+    if per_sku.is_empty() {
+        return Ok(());
+    }
+    let cases =
+        (0..per_sku.len()).map(|i| format!("WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2)).collect::<Vec<_>>();
+    let skus = (0..per_sku.len()).map(|i| format!("${}", 2 * i + 1)).collect::<Vec<_>>();
+    let sql = format!(
+        "UPDATE stock SET reserved = reserved - (CASE sku {} END) WHERE sku IN ({})",
+        cases.join(" "),
+        skus.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (sku, quantity) in per_sku {
+        query = query.bind(*sku).bind(*quantity);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+/// Sets the status of the reservations of `order_ids`, in one statement.
+pub(crate) async fn set_statuses(
+    conn: &mut sqlx::AnyConnection,
+    order_ids: &[&str],
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "UPDATE reservations SET status = $1, updated_at = $2 WHERE order_id IN ({})",
+        switchyard::db::placeholders(3, order_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(status).bind(now_rfc3339());
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
 /// Sets a reservation's status.
 pub(crate) async fn set_status(
     conn: &mut sqlx::AnyConnection,

@@ -111,6 +111,11 @@ pub enum DbError {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// SQLite on a file: the one connection every [`Db::begin_write`] transaction runs on. Each
+    /// SQLite connection has its own page cache, which it empties whenever another connection
+    /// has written since its last transaction; writes spread over a pool would each start cold
+    /// and read their pages back from the file, writes on one connection find them cached.
+    writer: Option<AnyPool>,
     backend: Backend,
     /// SQLite has one writer at a time. Writers of this process queue here, first come first served, instead of
     /// meeting at the file lock, where SQLite's busy handler sleeps in growing steps (up to 100 ms)
@@ -173,11 +178,14 @@ impl Db {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| DbError::CreateDir { path: dir.display().to_string(), source })?;
         }
-        let mut options = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(10));
-        if backend == Backend::Sqlite {
-            options = options.after_connect(|conn, _meta| {
+        let pool_options = |max_connections: u32| {
+            let options = AnyPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10));
+            if backend != Backend::Sqlite {
+                return options;
+            }
+            options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; the busy timeout makes writers
                     // queue instead of failing while another holds the write lock.
@@ -189,10 +197,13 @@ impl Db {
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
-            });
-        }
-        let pool =
-            options.connect(url).await.map_err(|source| DbError::Connect { url: redact(url), source })?;
+            })
+        };
+        let connect_error = |source| DbError::Connect { url: redact(url), source };
+        let pool = pool_options(if backend == Backend::Sqlite { 8 } else { 16 })
+            .connect(url)
+            .await
+            .map_err(connect_error)?;
         let list = match backend {
             Backend::Sqlite => migrations.sqlite,
             Backend::Postgres => migrations.postgres,
@@ -211,7 +222,14 @@ impl Db {
                 .collect(),
         );
         migrator.run(&pool).await.map_err(|source| DbError::Migrate { url: redact(url), source })?;
-        Ok(Db { pool, backend, write_lock: Arc::new(Mutex::new(())), owner: None })
+        // (An in-memory database is one per pool: it keeps its writes on the one pool.)
+        let writer = match backend {
+            Backend::Sqlite if sqlite_path(url).is_some() => {
+                Some(pool_options(1).connect(url).await.map_err(connect_error)?)
+            }
+            _ => None,
+        };
+        Ok(Db { pool, writer, backend, write_lock: Arc::new(Mutex::new(())), owner: None })
     }
 
     /// The pool, for queries.
@@ -230,7 +248,7 @@ impl Db {
         match self.backend {
             Backend::Sqlite => {
                 let slot = self.write_lock.clone().lock_owned().await;
-                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                let tx = self.writer.as_ref().unwrap_or(&self.pool).begin_with("BEGIN IMMEDIATE").await?;
                 Ok(WriteTx { tx, _slot: Some(slot) })
             }
             Backend::Postgres => Ok(WriteTx { tx: self.pool.begin().await?, _slot: None }),
@@ -244,6 +262,9 @@ impl Db {
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.pool.close().await;
     }
 }

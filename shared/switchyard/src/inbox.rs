@@ -28,6 +28,29 @@ pub async fn record(conn: &mut AnyConnection, consumer: &str, event_id: &str) ->
     Ok(inserted.rows_affected() == 1)
 }
 
+/// [`record`] for several event ids in one statement: returns the ones not applied before (an id
+/// given twice counts once). Empty input writes nothing.
+pub async fn record_all(
+    conn: &mut AnyConnection,
+    consumer: &str,
+    event_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if event_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows = (0..event_ids.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {rows} \
+         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+    );
+    let mut query =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(consumer).bind(crate::time::now_rfc3339());
+    for id in event_ids {
+        query = query.bind(*id);
+    }
+    Ok(query.fetch_all(conn).await?.into_iter().collect())
+}
+
 /// How many events `consumer` has applied.
 pub async fn count(pool: &sqlx::AnyPool, consumer: &str) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = $1").bind(consumer).fetch_one(pool).await

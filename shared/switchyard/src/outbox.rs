@@ -103,6 +103,26 @@ pub async fn enqueue(conn: &mut AnyConnection, event: &OutboxEvent) -> Result<()
     Ok(())
 }
 
+/// [`enqueue`] for several events in one statement, one row each, as given.
+pub async fn enqueue_all(conn: &mut AnyConnection, events: &[OutboxEvent]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = (0..events.len())
+        .map(|i| format!("(${}, ${}, ${}, ${}, $1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES {rows}");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::time::now_rfc3339());
+    for event in events {
+        let headers = serde_json::to_string(&event.headers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        query =
+            query.bind(event.event_id.to_string()).bind(&event.subject).bind(&event.payload).bind(headers);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
 /// Rows not yet published.
 pub async fn pending(db: &Db) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at_ms IS NULL").fetch_one(db.pool()).await

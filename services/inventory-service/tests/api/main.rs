@@ -1,3 +1,4 @@
+mod batches;
 mod discovery;
 mod endpoints;
 mod helpers;

@@ -41,9 +41,13 @@ pub struct Config {
     #[arg(long, env = "BENCH_EVENTS", default_value_t = 20_000)]
     pub events: usize,
 
-    /// Order rates (orders/s) the pipeline offers, each for one round's duration.
+    /// Order rates (orders/s) the pipeline offers, each for --pipeline-duration.
     #[arg(long, env = "BENCH_PIPELINE_RATES", value_delimiter = ',', default_value = "250,500,1000")]
     pub pipeline_rates: Vec<u32>,
+
+    /// How long the pipeline offers each rate (default: --duration).
+    #[arg(long, env = "BENCH_PIPELINE_DURATION", value_parser = switchyard::config::parse_duration)]
+    pub pipeline_duration: Option<Duration>,
 
     /// Only these sections (comma-separated); all when not given.
     #[arg(long, env = "BENCH_ONLY", value_enum, value_delimiter = ',')]
@@ -106,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         config.duration = Duration::from_millis(500);
         config.events = 500;
         config.pipeline_rates = vec![100];
+        config.pipeline_duration = None;
     }
     if config.pipeline_rates.contains(&0) {
         anyhow::bail!("--pipeline-rates must be positive");

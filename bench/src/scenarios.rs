@@ -244,7 +244,14 @@ pub async fn run(config: &Config, otlp_sink: Option<&str>) -> anyhow::Result<Rep
     let events =
         if config.runs(Section::Events) { Some(crate::events::run(config.events).await?) } else { None };
     let pipeline = if config.runs(Section::Pipeline) {
-        Some(crate::pipeline::run(&config.pipeline_rates, config.duration, otlp_sink).await?)
+        Some(
+            crate::pipeline::run(
+                &config.pipeline_rates,
+                config.pipeline_duration.unwrap_or(config.duration),
+                otlp_sink,
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -78,6 +78,49 @@ impl Emailer {
     }
 }
 
+impl Emailer {
+    /// [`Emailer::record`] for a batch, set-based: one statement each for the inbox, the emails
+    /// and the outbox, whatever the batch's size.
+    async fn record_all(&self, tx: &mut AnyConnection, deliveries: &[&Delivery]) -> Result<(), HandleError> {
+        let orders = deliveries.iter().map(|d| d.json::<OrderCreated>()).collect::<Result<Vec<_>, _>>()?;
+        let event_ids: Vec<String> = orders.iter().map(|order| order.event_id.to_string()).collect();
+        let ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
+        let fresh = inbox::record_all(tx, names::EMAIL_CONSUMER, &ids).await?;
+        // (delivery, order, its id, recipient, Message-ID): each order once.
+        let mut confirmations = Vec::new();
+        for ((delivery, order), event_id) in deliveries.iter().zip(&orders).zip(&event_ids) {
+            let Some(to) = order.email.as_deref() else { continue };
+            let order_id = order.order_id.to_string();
+            if fresh.contains(event_id) && !confirmations.iter().any(|(_, _, id, _, _)| *id == order_id) {
+                confirmations.push((*delivery, order, order_id, to, mailer::message_id(order)));
+            }
+        }
+        let sent: Vec<store::Sent<'_>> = confirmations
+            .iter()
+            .map(|(_, _, order_id, to, message_id)| store::Sent {
+                order_id,
+                recipient: to,
+                message_id,
+                transport: self.mailer.kind(),
+            })
+            .collect();
+        let recorded = store::record_all_sent(tx, &sent).await?;
+        let mut events = Vec::with_capacity(recorded.len());
+        for (delivery, order, order_id, to, _) in &confirmations {
+            if recorded.contains(order_id) {
+                events.push(contracts::OrderLifecycle::event(
+                    order_event::CONFIRMATION_SENT,
+                    order.order_id,
+                    format!("confirmation sent to {to}"),
+                    delivery.header(TRACEPARENT),
+                )?);
+            }
+        }
+        outbox::enqueue_all(tx, &events).await?;
+        Ok(())
+    }
+}
+
 /// The `email` consumer: each batch's confirmations are sent concurrently, then recorded by
 /// group commit.
 impl Apply for Emailer {
@@ -87,6 +130,10 @@ impl Apply for Emailer {
 
     fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a> {
         Box::pin(self.record(tx, delivery))
+    }
+
+    fn apply_all<'a>(&'a self, tx: &'a mut AnyConnection, deliveries: &'a [&'a Delivery]) -> ApplyFuture<'a> {
+        Box::pin(self.record_all(tx, deliveries))
     }
 
     fn committed(&self) {

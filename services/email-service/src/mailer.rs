@@ -96,12 +96,17 @@ impl Mailer {
                 let path = dir.join(format!("{order}.eml"));
                 let tmp = dir.join(format!(".{order}.eml.tmp"));
                 let bytes = message.formatted();
-                tokio::fs::write(&tmp, &bytes)
-                    .await
-                    .map_err(|e| HandleError::Transient(format!("failed to write {}: {e}", tmp.display())))?;
-                tokio::fs::rename(&tmp, &path)
-                    .await
-                    .map_err(|e| HandleError::Transient(format!("failed to write {}: {e}", path.display())))
+                // Written beside it, then renamed: a reader never sees half a file. Both in one
+                // trip to a blocking thread.
+                tokio::task::spawn_blocking(move || {
+                    std::fs::write(&tmp, &bytes)
+                        .map_err(|e| format!("failed to write {}: {e}", tmp.display()))?;
+                    std::fs::rename(&tmp, &path)
+                        .map_err(|e| format!("failed to write {}: {e}", path.display()))
+                })
+                .await
+                .map_err(|e| HandleError::Transient(format!("the file write did not finish: {e}")))?
+                .map_err(HandleError::Transient)
             }
             Mailer::Smtp(transport) => transport.send(message.clone()).await.map(|_| ()).map_err(|e| {
                 if e.is_permanent() {

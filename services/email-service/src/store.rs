@@ -44,3 +44,27 @@ pub async fn record_sent(tx: &mut AnyConnection, sent: &Sent<'_>) -> Result<bool
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
+
+/// [`record_sent`] for several confirmations in one statement; returns the order ids recorded now
+/// (not those recorded before). Each order id must appear once.
+pub async fn record_all_sent(
+    tx: &mut AnyConnection,
+    sent: &[Sent<'_>],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if sent.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows = (0..sent.len())
+        .map(|i| format!("(${}, ${}, ${}, ${}, $1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES {rows} \
+         ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+    );
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(switchyard::time::now_rfc3339());
+    for one in sent {
+        query = query.bind(one.order_id).bind(one.recipient).bind(one.message_id).bind(one.transport);
+    }
+    Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
+}

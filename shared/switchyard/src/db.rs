@@ -185,7 +185,9 @@ impl Db {
             if backend != Backend::Sqlite {
                 return options;
             }
-            options.after_connect(|conn, _meta| {
+            // A connection to a local file does not go stale: no ping before each use (with
+            // SQLite every statement, a ping too, is a round trip to the connection's thread).
+            options.test_before_acquire(false).after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; the busy timeout makes writers
                     // queue instead of failing while another holds the write lock.

@@ -1,3 +1,4 @@
+mod batches;
 mod crash;
 mod helpers;
 mod smtp;

@@ -308,20 +308,29 @@ pub(crate) async fn reservation_lines(
     rows.iter().map(|row| Ok((row.try_get("sku")?, row.try_get("quantity")?))).collect()
 }
 
+/// The rows `select` (a query ending in `WHERE order_id IN`) finds for `order_ids`, in one query;
+/// `then` follows the list (say, an `ORDER BY`).
+async fn rows_of_orders(
+    conn: &mut sqlx::AnyConnection,
+    select: &str,
+    order_ids: &[&str],
+    then: &str,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let sql = format!("{select} ({}){then}", switchyard::db::placeholders(1, order_ids.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    query.fetch_all(conn).await
+}
+
 /// The statuses of the reservations of `order_ids` (those that exist), in one query.
 pub(crate) async fn reservation_statuses(
     conn: &mut sqlx::AnyConnection,
     order_ids: &[&str],
 ) -> Result<std::collections::HashMap<String, String>, sqlx::Error> {
-    let sql = format!(
-        "SELECT order_id, status FROM reservations WHERE order_id IN ({})",
-        switchyard::db::placeholders(1, order_ids.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in order_ids {
-        query = query.bind(*id);
-    }
-    let rows = query.fetch_all(conn).await?;
+    let select = "SELECT order_id, status FROM reservations WHERE order_id IN";
+    let rows = rows_of_orders(conn, select, order_ids, "").await?;
     rows.iter().map(|row| Ok((row.try_get("order_id")?, row.try_get("status")?))).collect()
 }
 
@@ -330,15 +339,8 @@ pub(crate) async fn reservations_lines(
     conn: &mut sqlx::AnyConnection,
     order_ids: &[&str],
 ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    let sql = format!(
-        "SELECT order_id, sku, quantity FROM reservation_items WHERE order_id IN ({}) ORDER BY order_id, sku",
-        switchyard::db::placeholders(1, order_ids.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in order_ids {
-        query = query.bind(*id);
-    }
-    let rows = query.fetch_all(conn).await?;
+    let select = "SELECT order_id, sku, quantity FROM reservation_items WHERE order_id IN";
+    let rows = rows_of_orders(conn, select, order_ids, " ORDER BY order_id, sku").await?;
     rows.iter()
         .map(|row| Ok((row.try_get("order_id")?, row.try_get("sku")?, row.try_get("quantity")?)))
         .collect()

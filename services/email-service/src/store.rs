@@ -54,13 +54,10 @@ pub async fn record_all_sent(
     if sent.is_empty() {
         return Ok(Default::default());
     }
-    let rows = (0..sent.len())
-        .map(|i| format!("(${}, ${}, ${}, ${}, $1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
-        "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES {rows} \
-         ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+        "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES {} \
+         ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
+        switchyard::db::value_rows(sent.len(), 4, 1)
     );
     let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(switchyard::time::now_rfc3339());
     for one in sent {

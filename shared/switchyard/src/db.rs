@@ -277,6 +277,19 @@ pub fn placeholders(start: usize, count: usize) -> String {
     (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The `VALUES` rows of a multi-row insert: `count` rows, each with `per_row` parameters of its
+/// own (numbered after the shared ones, row after row) followed by the `shared` parameters
+/// `$1 ... $shared` that every row repeats. `value_rows(2, 2, 1)` is `($2, $3, $1), ($4, $5, $1)`.
+pub fn value_rows(count: usize, per_row: usize, shared: usize) -> String {
+    (0..count)
+        .map(|row| {
+            let own = placeholders(shared + 1 + row * per_row, per_row);
+            if shared == 0 { format!("({own})") } else { format!("({own}, {})", placeholders(1, shared)) }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// True when the error is a unique-constraint violation (a row with that key exists).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
@@ -321,6 +334,14 @@ mod tests {
     fn placeholders_number_from_the_start() {
         assert_eq!(placeholders(2, 3), "$2, $3, $4");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn value_rows_number_each_rows_own_parameters_after_the_shared_ones() {
+        assert_eq!(value_rows(2, 2, 1), "($2, $3, $1), ($4, $5, $1)");
+        assert_eq!(value_rows(3, 1, 2), "($3, $1, $2), ($4, $1, $2), ($5, $1, $2)");
+        assert_eq!(value_rows(2, 2, 0), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows(0, 4, 1), "");
     }
 
     #[test]

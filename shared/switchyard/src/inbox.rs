@@ -38,10 +38,10 @@ pub async fn record_all(
     if event_ids.is_empty() {
         return Ok(Default::default());
     }
-    let rows = (0..event_ids.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect::<Vec<_>>().join(", ");
     let sql = format!(
-        "INSERT INTO inbox (consumer, event_id, processed_at) VALUES {rows} \
-         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+        "INSERT INTO inbox (event_id, consumer, processed_at) VALUES {} \
+         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+        crate::db::value_rows(event_ids.len(), 1, 2)
     );
     let mut query =
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(consumer).bind(crate::time::now_rfc3339());

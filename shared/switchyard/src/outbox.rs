@@ -108,11 +108,10 @@ pub async fn enqueue_all(conn: &mut AnyConnection, events: &[OutboxEvent]) -> Re
     if events.is_empty() {
         return Ok(());
     }
-    let rows = (0..events.len())
-        .map(|i| format!("(${}, ${}, ${}, ${}, $1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!("INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES {rows}");
+    let sql = format!(
+        "INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES {}",
+        crate::db::value_rows(events.len(), 4, 1)
+    );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::time::now_rfc3339());
     for event in events {
         let headers = serde_json::to_string(&event.headers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;

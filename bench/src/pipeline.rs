@@ -185,7 +185,18 @@ pub async fn run(
     let requests = RequestClient::new(client.clone(), Duration::from_secs(5));
     for i in 0..SKUS {
         let restock = RestockRequest { sku: format!("PSKU-{i}"), quantity: 1_000_000 };
-        requests.request::<_, RestockReply>(names::INVENTORY_RESTOCK, &restock).await?;
+        // inventory-service's durable can exist before its endpoints do.
+        loop {
+            match requests.request::<_, RestockReply>(names::INVENTORY_RESTOCK, &restock).await {
+                Err(switchyard::RequestError::NoResponders { .. }) if Instant::now() < ready => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => {
+                    result?;
+                    break;
+                }
+            }
+        }
     }
 
     let samples = Arc::new(Mutex::new(Vec::<FloorSample>::new()));

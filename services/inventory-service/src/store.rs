@@ -1,20 +1,26 @@
 //! The inventory logic on its database: check, reserve, release, restock, stock.
 //!
 //! Reserve is all-or-nothing and never oversells: each line is one conditional
-//! `UPDATE ... WHERE available >= quantity` inside one write transaction, so concurrent reserves
-//! serialise on the rows they touch (Postgres row locks, SQLite's single writer). Lines are updated
-//! in SKU order so two orders over the same SKUs cannot deadlock. The reservation row keyed by
-//! order id makes a repeated reserve answer the same and reserve nothing more.
+//! `UPDATE ... WHERE available >= quantity` inside a write transaction, and a reserve short of a
+//! line puts back the lines it took, so concurrent reserves serialise on the rows they touch
+//! (Postgres row locks, SQLite's single writer). The reserves that arrive together are written
+//! in one transaction (group commit); on Postgres it locks its stock rows in SKU order first, so
+//! two replicas' batches over the same SKUs cannot deadlock. The reservation row keyed by order
+//! id makes a repeated reserve answer the same and reserve nothing more.
 
 use std::time::Duration;
 
 use contracts::names::order_event;
 use contracts::{
-    CheckReply, CheckRequest, Item, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, RestockReply,
+    CheckReply, CheckRequest, ReleaseReply, ReleaseRequest, ReserveReply, ReserveRequest, RestockReply,
     RestockRequest, StockLevel, StockReply, StockRequest,
 };
-use sqlx::Row;
-use switchyard::db::{Db, is_unique_violation};
+use std::collections::HashSet;
+
+use sqlx::{AnyConnection, Row};
+use switchyard::db::{Backend, Db};
+use switchyard::deadline;
+use switchyard::group_commit::{GroupCommit, GroupCommitError, GroupWrite, WriteFuture};
 use switchyard::micro::ServiceError;
 use switchyard::outbox::{self, RelayWaker};
 use switchyard::time::{now_rfc3339, now_unix_millis};
@@ -26,16 +32,24 @@ pub enum InventoryError {
     /// The request conflicts with the reservation's state.
     #[error("{0}")]
     Conflict(String),
+    /// The caller's deadline passed before the work was done; nothing was written.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The database failed.
     #[error("database error")]
     Db(#[from] sqlx::Error),
+    /// A batch of reserves failed to commit.
+    #[error("database error")]
+    Write(#[from] GroupCommitError),
 }
 
 impl From<InventoryError> for ServiceError {
     fn from(err: InventoryError) -> Self {
         match err {
             InventoryError::Conflict(message) => ServiceError::conflict(message),
+            InventoryError::DeadlineExceeded(message) => ServiceError::deadline_exceeded(message),
             InventoryError::Db(err) => ServiceError::internal(err),
+            InventoryError::Write(err) => ServiceError::internal(err),
         }
     }
 }
@@ -51,15 +65,24 @@ pub(crate) mod status {
 #[derive(Debug, Clone)]
 pub struct Inventory {
     db: Db,
+    reserves: GroupCommit<Reserves>,
     reservation_ttl: Duration,
     waker: RelayWaker,
     timers: bool,
 }
 
 impl Inventory {
-    /// Inventory on `db`; reservations expire `reservation_ttl` after they are made unless committed.
+    /// Inventory on `db`; reservations expire `reservation_ttl` after they are made unless
+    /// committed. Starts the task that writes reservations, so it must be called inside a Tokio
+    /// runtime.
     pub fn new(db: Db, reservation_ttl: Duration) -> Self {
-        Inventory { db, reservation_ttl, waker: RelayWaker::default(), timers: false }
+        let reserves = GroupCommit::start(
+            db.clone(),
+            "reservations",
+            Reserves { backend: db.backend() },
+            MAX_RESERVE_BATCH,
+        );
+        Inventory { db, reserves, reservation_ttl, waker: RelayWaker::default(), timers: false }
     }
 
     /// Schedules each reservation's expiry as a message the broker fires (stream `TIMERS`),
@@ -124,92 +147,65 @@ impl Inventory {
         Ok(skus.iter().filter(|sku| !known.contains(*sku)).cloned().collect())
     }
 
-    /// Reserves all items for the order, or none. Idempotent per order id.
+    /// Reserves all items for the order, or none. Idempotent per order id. Committed with the
+    /// other reserves that arrive meanwhile (see [`Reserves`]).
     pub async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveReply, InventoryError> {
-        // A unique violation means a concurrent reserve for the same order committed first:
-        // the next attempt finds its reservation and answers like it.
-        let mut attempt = 0;
-        loop {
-            match self.try_reserve(request).await {
-                Err(InventoryError::Db(err)) if is_unique_violation(&err) && attempt < 3 => attempt += 1,
-                other => return other,
-            }
-        }
-    }
-
-    async fn try_reserve(&self, request: &ReserveRequest) -> Result<ReserveReply, InventoryError> {
         let order_id = request.order_id.to_string();
-        let mut tx = self.db.begin_write().await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
-                .bind(&order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(existing) = existing {
-            tx.rollback().await?;
-            return if existing == status::RELEASED {
-                Err(InventoryError::Conflict(format!("the reservation of order {order_id} was released")))
+        // A reservation made concurrently elsewhere (another replica, on Postgres) means the
+        // next attempt finds it and answers like it.
+        for _ in 0..3 {
+            let expires_at = now_unix_millis() + self.reservation_ttl.as_millis() as i64;
+            let timer = if self.timers {
+                Some(
+                    expiry_event(request.order_id, expires_at)
+                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+                )
             } else {
-                Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new(), unknown_ids: Vec::new() })
+                None
             };
-        }
-
-        let mut lines: Vec<&Item> = request.items.iter().collect();
-        lines.sort_by(|a, b| a.sku.cmp(&b.sku));
-        let mut short = Vec::new();
-        for item in lines {
-            let updated = sqlx::query(
-                "UPDATE stock SET available = available - $1, reserved = reserved + $1 \
-                 WHERE sku = $2 AND available >= $1",
-            )
-            .bind(i64::from(item.quantity))
-            .bind(&item.sku)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
-                short.push(item.sku.as_str());
+            let mut lines: Vec<(String, i64)> =
+                request.items.iter().map(|item| (item.sku.clone(), i64::from(item.quantity))).collect();
+            lines.sort();
+            let op = Reserve {
+                order_id: order_id.clone(),
+                lines,
+                expires_at,
+                timer,
+                deadline: deadline::current(),
+            };
+            let reserved =
+                ReserveReply { reserved: true, unavailable_ids: Vec::new(), unknown_ids: Vec::new() };
+            // The relay is not woken for the timer: it goes out with the next round (a consumer's
+            // commit wakes it, or its poll), batched with others, instead of a round of claim,
+            // publish and mark per reservation on the write slot the reservations need.
+            match self.reserves.write(op).await? {
+                Reserved::Now | Reserved::Before => return Ok(reserved),
+                Reserved::Released => {
+                    return Err(InventoryError::Conflict(format!(
+                        "the reservation of order {order_id} was released"
+                    )));
+                }
+                Reserved::Short(short) => {
+                    let unavailable_ids: Vec<String> = request
+                        .items
+                        .iter()
+                        .filter(|i| short.contains(&i.sku))
+                        .map(|i| i.sku.clone())
+                        .collect();
+                    let unknown_ids = self.unknown(&unavailable_ids).await?;
+                    return Ok(ReserveReply { reserved: false, unavailable_ids, unknown_ids });
+                }
+                Reserved::Expired => {
+                    return Err(InventoryError::DeadlineExceeded(format!(
+                        "the caller's deadline passed before the reservation of order {order_id} was written"
+                    )));
+                }
+                Reserved::Concurrent => {}
             }
         }
-        if !short.is_empty() {
-            tx.rollback().await?;
-            let unavailable_ids: Vec<String> = request
-                .items
-                .iter()
-                .filter(|i| short.contains(&i.sku.as_str()))
-                .map(|i| i.sku.clone())
-                .collect();
-            let unknown_ids = self.unknown(&unavailable_ids).await?;
-            return Ok(ReserveReply { reserved: false, unavailable_ids, unknown_ids });
-        }
-
-        let now = now_rfc3339();
-        let expires_at = now_unix_millis() + self.reservation_ttl.as_millis() as i64;
-        sqlx::query(
-            "INSERT INTO reservations (order_id, status, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $3, $4)",
-        )
-        .bind(&order_id)
-        .bind(status::RESERVED)
-        .bind(&now)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-        for item in &request.items {
-            sqlx::query("INSERT INTO reservation_items (order_id, sku, quantity) VALUES ($1, $2, $3)")
-                .bind(&order_id)
-                .bind(&item.sku)
-                .bind(i64::from(item.quantity))
-                .execute(&mut *tx)
-                .await?;
-        }
-        if self.timers {
-            schedule_expiry(&mut tx, request.order_id, expires_at).await?;
-        }
-        tx.commit().await?;
-        // The relay is not woken for the timer: it goes out with the next round (a consumer's
-        // commit wakes it, or its poll), batched with others, instead of a round of claim,
-        // publish and mark per reservation on the write slot the reservations need.
-        Ok(ReserveReply { reserved: true, unavailable_ids: Vec::new(), unknown_ids: Vec::new() })
+        Err(InventoryError::Conflict(format!(
+            "the reservation of order {order_id} is being changed concurrently"
+        )))
     }
 
     /// Puts a reserved order's stock back. Idempotent; `released: false` when the order has no
@@ -283,6 +279,194 @@ impl Inventory {
         }
         Ok(StockReply { items })
     }
+}
+
+/// The most reserves written in one transaction.
+const MAX_RESERVE_BATCH: usize = 64;
+
+/// One reserve, as [`Reserves`] writes it.
+#[derive(Debug)]
+struct Reserve {
+    order_id: String,
+    /// `(sku, quantity)` in SKU order.
+    lines: Vec<(String, i64)>,
+    expires_at: i64,
+    timer: Option<outbox::OutboxEvent>,
+    /// The caller's deadline: past it, the reserve is not written (the caller has its 504).
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// What a [`Reserve`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reserved {
+    /// Every line is reserved now.
+    Now,
+    /// The order was reserved before (or earlier in the same batch): nothing more is reserved.
+    Before,
+    /// The order's reservation was released: it cannot be reserved again.
+    Released,
+    /// These SKUs are short; nothing was reserved.
+    Short(Vec<String>),
+    /// The caller's deadline had passed; nothing was reserved.
+    Expired,
+    /// A reservation of the order appeared meanwhile (another replica): try again.
+    Concurrent,
+}
+
+/// Writes a batch of reserves in one transaction: the batch's existing reservations in one
+/// query, each line a conditional `UPDATE ... WHERE available >= quantity` (a reserve short of a
+/// line puts back the lines it took), then the reservations, their lines and their expiry
+/// timers with one multi-row insert each.
+struct Reserves {
+    backend: Backend,
+}
+
+impl GroupWrite for Reserves {
+    type Op = Reserve;
+    type Output = Reserved;
+
+    fn write_all<'a>(&'a self, tx: &'a mut AnyConnection, ops: &'a [Reserve]) -> WriteFuture<'a, Reserved> {
+        Box::pin(async move {
+            let now = tokio::time::Instant::now();
+            let mut ids: Vec<&str> = ops.iter().map(|op| op.order_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let existing = reservation_statuses(tx, &ids).await?;
+            let any_lines = ops.iter().any(|op| !op.lines.is_empty());
+            if self.backend == Backend::Postgres && any_lines {
+                // Take the batch's stock rows in SKU order before updating any, so two batches
+                // (two replicas) over the same SKUs cannot deadlock.
+                let mut skus: Vec<&str> =
+                    ops.iter().flat_map(|op| op.lines.iter().map(|(sku, _)| sku.as_str())).collect();
+                skus.sort_unstable();
+                skus.dedup();
+                let sql = format!(
+                    "SELECT sku FROM stock WHERE sku IN ({}) ORDER BY sku FOR UPDATE",
+                    switchyard::db::placeholders(1, skus.len())
+                );
+                let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for sku in &skus {
+                    lock = lock.bind(*sku);
+                }
+                lock.execute(&mut *tx).await?;
+            }
+
+            let mut outcomes = Vec::with_capacity(ops.len());
+            let mut reserved_here: HashSet<&str> = HashSet::new();
+            for op in ops {
+                let outcome = if let Some(status) = existing.get(&op.order_id) {
+                    if status == status::RELEASED { Reserved::Released } else { Reserved::Before }
+                } else if reserved_here.contains(op.order_id.as_str()) {
+                    Reserved::Before
+                } else if op.deadline.is_some_and(|deadline| deadline <= now) {
+                    Reserved::Expired
+                } else {
+                    let short = take_lines(tx, &op.lines).await?;
+                    if short.is_empty() {
+                        reserved_here.insert(op.order_id.as_str());
+                        Reserved::Now
+                    } else {
+                        Reserved::Short(short)
+                    }
+                };
+                outcomes.push(outcome);
+            }
+
+            let new: Vec<&Reserve> = ops
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| **outcome == Reserved::Now)
+                .map(|(op, _)| op)
+                .collect();
+            if new.is_empty() {
+                return Ok(outcomes);
+            }
+            let sql = format!(
+                "INSERT INTO reservations (order_id, expires_at, status, created_at, updated_at) VALUES {} \
+                 ON CONFLICT DO NOTHING RETURNING order_id",
+                switchyard::db::value_rows(new.len(), 2, 3)
+            );
+            let now_text = now_rfc3339();
+            let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                .bind(status::RESERVED)
+                .bind(now_text.as_str())
+                .bind(now_text.as_str());
+            for op in &new {
+                insert = insert.bind(op.order_id.as_str()).bind(op.expires_at);
+            }
+            let inserted: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
+
+            // A reservation that appeared since the batch read them (another replica's commit):
+            // give this batch's lines back and let the caller ask again.
+            for (op, outcome) in ops.iter().zip(outcomes.iter_mut()) {
+                if *outcome == Reserved::Now && !inserted.contains(&op.order_id) {
+                    put_back(tx, &op.lines).await?;
+                    *outcome = Reserved::Concurrent;
+                }
+            }
+            let recorded: Vec<&Reserve> =
+                new.into_iter().filter(|op| inserted.contains(&op.order_id)).collect();
+            let lines: Vec<(&str, &str, i64)> = recorded
+                .iter()
+                .flat_map(|op| {
+                    op.lines.iter().map(|(sku, quantity)| (op.order_id.as_str(), sku.as_str(), *quantity))
+                })
+                .collect();
+            if !lines.is_empty() {
+                let sql = format!(
+                    "INSERT INTO reservation_items (order_id, sku, quantity) VALUES {}",
+                    switchyard::db::value_rows(lines.len(), 3, 0)
+                );
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (order_id, sku, quantity) in lines {
+                    insert = insert.bind(order_id).bind(sku).bind(quantity);
+                }
+                insert.execute(&mut *tx).await?;
+            }
+            let timers: Vec<outbox::OutboxEvent> =
+                recorded.iter().filter_map(|op| op.timer.clone()).collect();
+            outbox::enqueue_all(tx, &timers).await?;
+            Ok(outcomes)
+        })
+    }
+}
+
+/// Takes each line's quantity from `available` to `reserved`, all or none: the SKUs that are
+/// short (then the lines taken are put back).
+async fn take_lines(tx: &mut AnyConnection, lines: &[(String, i64)]) -> Result<Vec<String>, sqlx::Error> {
+    let mut taken = Vec::with_capacity(lines.len());
+    let mut short = Vec::new();
+    for (sku, quantity) in lines {
+        let updated = sqlx::query(
+            "UPDATE stock SET available = available - $1, reserved = reserved + $1 \
+             WHERE sku = $2 AND available >= $1",
+        )
+        .bind(*quantity)
+        .bind(sku.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            short.push(sku.clone());
+        } else {
+            taken.push((sku.clone(), *quantity));
+        }
+    }
+    if !short.is_empty() {
+        put_back(tx, &taken).await?;
+    }
+    Ok(short)
+}
+
+/// Moves each line's quantity from `reserved` back to `available`.
+async fn put_back(tx: &mut AnyConnection, lines: &[(String, i64)]) -> Result<(), sqlx::Error> {
+    for (sku, quantity) in lines {
+        sqlx::query("UPDATE stock SET available = available + $1, reserved = reserved - $1 WHERE sku = $2")
+            .bind(*quantity)
+            .bind(sku.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The status of an order's reservation, inside a transaction.
@@ -437,15 +621,11 @@ pub struct ReservationExpiry {
     pub expires_at: String,
 }
 
-/// Writes the schedule of `order_id`'s expiry at `expires_at_ms` to the outbox: published to
+/// The schedule of `order_id`'s expiry at `expires_at_ms`, for the outbox: published to
 /// `timers.reservations.schedule.<id>` with `Nats-Schedule: @at <time>` (whole seconds, rounded
 /// up) and `Nats-Schedule-Target: timers.reservations.expire.<id>`, so the broker publishes the
 /// expiry then, whatever happens to this process in between.
-pub(crate) async fn schedule_expiry(
-    tx: &mut sqlx::AnyConnection,
-    order_id: Uuid,
-    expires_at_ms: i64,
-) -> Result<(), sqlx::Error> {
+fn expiry_event(order_id: Uuid, expires_at_ms: i64) -> Result<outbox::OutboxEvent, serde_json::Error> {
     let seconds = (expires_at_ms + 999).div_euclid(1000);
     let at = time::OffsetDateTime::from_unix_timestamp(seconds)
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
@@ -456,13 +636,12 @@ pub(crate) async fn schedule_expiry(
         contracts::names::reservation_schedule_subject(&order_id),
         &timer,
         outbox::current_traceparent(),
-    )
-    .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    )?;
     event.headers.insert(SCHEDULE_HEADER.to_string(), format!("@at {at}"));
     event
         .headers
         .insert(SCHEDULE_TARGET_HEADER.to_string(), contracts::names::reservation_expire_subject(&order_id));
-    outbox::enqueue(tx, &event).await
+    Ok(event)
 }
 
 /// JetStream's schedule header (nats-server 2.12+).

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use contracts::names::{self, order_event};
 use contracts::{CreateOrder, Order, OrderCancelled, OrderCreated, OrderStatus};
-use switchyard::db::is_unique_violation;
 use switchyard::outbox::{OutboxEvent, RelayWaker, current_traceparent};
 use uuid::Uuid;
 
 use crate::inventory::{InventoryClient, ReserveError};
-use crate::store::{OrderStore, StoreError, StoredOrder};
+use crate::store::{Inserted, NewOrder, OrderStore, StoreError, StoredOrder};
 
 /// Namespace of order ids derived from idempotency keys.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x5f1c_9a8e_4d3b_4c6a_9e2f_7b1d_0c3a_8e41);
@@ -243,15 +242,22 @@ impl OrderService {
             current_traceparent(),
         )
         .map_err(|e| PlaceError::Internal(format!("failed to encode the created event: {e}")))?;
-        match self.store.insert(&order, idempotency_key, &fingerprint, &event).await {
-            Ok(()) => {
+        let new =
+            NewOrder { order, idempotency_key: idempotency_key.map(str::to_string), fingerprint, event };
+        let fingerprint = new.fingerprint.clone();
+        let order = new.order.clone();
+        match self.store.insert(new).await {
+            Ok(Inserted::Recorded) => {
                 self.relay.wake();
                 Ok(Placed::Created(order))
             }
-            Err(err) if is_unique_violation(&err) && idempotency_key.is_some() => {
+            Ok(Inserted::Conflict) => {
                 // A concurrent request with the same key recorded the order first.
-                let key = idempotency_key.unwrap_or_default();
-                match self.store.find_by_idempotency_key(key).await? {
+                let found = match idempotency_key {
+                    Some(key) => self.store.find_by_idempotency_key(key).await?,
+                    None => None,
+                };
+                match found {
                     Some(stored) => replay(stored, &fingerprint),
                     None => {
                         Err(PlaceError::Internal(format!("order {order_id} conflicts but cannot be found")))

@@ -1,9 +1,12 @@
 //! Orders in the service's database.
 
 use contracts::{Item, Order, OrderStatus};
-use sqlx::Row;
+use std::collections::HashSet;
+
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 use switchyard::db::Db;
+use switchyard::group_commit::{GroupCommit, GroupCommitError, GroupWrite, WriteFuture};
 use switchyard::outbox::{self, OutboxEvent};
 use uuid::Uuid;
 
@@ -31,14 +34,100 @@ pub struct StoredOrder {
 #[derive(Debug, Clone)]
 pub struct OrderStore {
     db: Db,
+    inserts: GroupCommit<NewOrders>,
+}
+
+/// The most orders recorded in one transaction.
+const MAX_INSERT_BATCH: usize = 128;
+
+/// An order to record, with its `created` event.
+#[derive(Debug)]
+pub struct NewOrder {
+    /// The order.
+    pub order: Order,
+    /// The request's idempotency key, if it had one.
+    pub idempotency_key: Option<String>,
+    /// Fingerprint of the request body.
+    pub fingerprint: String,
+    /// The `created` event.
+    pub event: OutboxEvent,
+}
+
+/// What recording a [`NewOrder`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// The order and its event are recorded.
+    Recorded,
+    /// An order with this id or idempotency key was there already: nothing was written.
+    Conflict,
+}
+
+/// Writes a batch of new orders: one multi-row insert into `orders` (a row that conflicts is
+/// skipped), one into the outbox for the orders recorded.
+struct NewOrders;
+
+impl GroupWrite for NewOrders {
+    type Op = NewOrder;
+    type Output = Inserted;
+
+    fn write_all<'a>(
+        &'a self,
+        tx: &'a mut AnyConnection,
+        orders: &'a [NewOrder],
+    ) -> WriteFuture<'a, Inserted> {
+        Box::pin(async move {
+            let sql = format!(
+                "INSERT INTO orders (id, user_id, email, items, status, created_at, updated_at, idempotency_key, \
+                 request_fingerprint) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+                switchyard::db::value_rows(orders.len(), 9, 0)
+            );
+            let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for new in orders {
+                let order = &new.order;
+                let items =
+                    serde_json::to_string(&order.items).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                insert = insert
+                    .bind(order.id.to_string())
+                    .bind(order.user_id.as_str())
+                    .bind(order.email.as_deref())
+                    .bind(items)
+                    .bind(order.status.as_str())
+                    .bind(order.created_at.as_str())
+                    .bind(order.created_at.as_str())
+                    .bind(new.idempotency_key.as_deref())
+                    .bind(new.fingerprint.as_str());
+            }
+            let recorded: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
+            let outcomes: Vec<Inserted> = orders
+                .iter()
+                .map(|new| {
+                    if recorded.contains(&new.order.id.to_string()) {
+                        Inserted::Recorded
+                    } else {
+                        Inserted::Conflict
+                    }
+                })
+                .collect();
+            let events: Vec<OutboxEvent> = orders
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, outcome)| **outcome == Inserted::Recorded)
+                .map(|(new, _)| new.event.clone())
+                .collect();
+            outbox::enqueue_all(tx, &events).await?;
+            Ok(outcomes)
+        })
+    }
 }
 
 const COLUMNS: &str = "id, user_id, email, items, status, created_at, request_fingerprint";
 
 impl OrderStore {
-    /// Orders on `db`.
+    /// Orders on `db`. Starts the task that records new orders, so it must be called inside a
+    /// Tokio runtime.
     pub fn new(db: Db) -> Self {
-        OrderStore { db }
+        let inserts = GroupCommit::start(db.clone(), "orders", NewOrders, MAX_INSERT_BATCH);
+        OrderStore { db, inserts }
     }
 
     /// The database underneath.
@@ -46,33 +135,11 @@ impl OrderStore {
         &self.db
     }
 
-    /// Inserts a new order and its `created` event in one transaction. A unique violation means
-    /// the id or idempotency key exists already.
-    pub async fn insert(
-        &self,
-        order: &Order,
-        idempotency_key: Option<&str>,
-        fingerprint: &str,
-        event: &OutboxEvent,
-    ) -> Result<(), sqlx::Error> {
-        let items = serde_json::to_string(&order.items).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO orders (id, user_id, email, items, status, created_at, updated_at, idempotency_key, \
-             request_fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
-        )
-        .bind(order.id.to_string())
-        .bind(&order.user_id)
-        .bind(order.email.as_deref())
-        .bind(items)
-        .bind(order.status.as_str())
-        .bind(&order.created_at)
-        .bind(idempotency_key)
-        .bind(fingerprint)
-        .execute(&mut *tx)
-        .await?;
-        outbox::enqueue(&mut tx, event).await?;
-        tx.commit().await
+    /// Records a new order and its `created` event, committed with the other orders placed at
+    /// the same time (one transaction, one statement per table, see [`GroupCommit`]).
+    /// [`Inserted::Conflict`] means the id or idempotency key exists already.
+    pub async fn insert(&self, order: NewOrder) -> Result<Inserted, GroupCommitError> {
+        self.inserts.write(order).await
     }
 
     /// Marks an accepted order cancelled and writes the event made by `event` for it, in one

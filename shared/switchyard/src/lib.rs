@@ -23,6 +23,8 @@
 //!   by a relay with a `Nats-Msg-Id`, so nothing is lost and the stream drops repeats.
 //! - [`consumer`]: durable pull consumers with explicit acks, per-key lanes, group commit and an
 //!   [`inbox`] of applied event ids, so every effect is applied once.
+//! - [`group_commit`]: the writes of concurrent requests committed several to a transaction by
+//!   one task, so a busy service pays a transaction per batch instead of per request.
 //! - [`dlq`]: poison messages parked in `DLQ` with why, listed, replayed to the one consumer
 //!   that failed them, or purged.
 //!
@@ -55,6 +57,7 @@ pub mod contract;
 pub mod db;
 pub mod deadline;
 pub mod dlq;
+pub mod group_commit;
 pub mod inbox;
 pub mod micro;
 pub mod names;

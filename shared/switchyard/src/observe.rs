@@ -76,6 +76,8 @@ pub const CONSUMER_DEAD_LETTERS: &str = "switchyard_consumer_dead_letters_total"
 pub const CONSUMER_HANDLE: &str = "switchyard_consumer_handle_duration_seconds";
 /// Deliveries per batch.
 pub const CONSUMER_BATCH: &str = "switchyard_consumer_batch_size";
+/// Writes per group commit of synchronous writes.
+pub const GROUP_COMMIT_BATCH: &str = "switchyard_group_commit_batch_size";
 /// Pending messages of a durable.
 pub const CONSUMER_PENDING: &str = "switchyard_consumer_pending_messages";
 /// Delivered but unacknowledged messages of a durable.
@@ -194,6 +196,12 @@ pub const METRICS: &[MetricDoc] = &[
         help: "Deliveries per batch (group commit).",
     },
     MetricDoc {
+        name: GROUP_COMMIT_BATCH,
+        kind: "histogram",
+        labels: "writer",
+        help: "Synchronous writes per transaction (group commit of concurrent requests' writes).",
+    },
+    MetricDoc {
         name: CONSUMER_PENDING,
         kind: "gauge",
         labels: "consumer",
@@ -240,6 +248,9 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CONSUMER_BATCH.into()), BATCH_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(GROUP_COMMIT_BATCH.into()), BATCH_BUCKETS)
+                })
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             for doc in METRICS {

@@ -1,6 +1,7 @@
 mod consumer;
 mod domain_free;
 mod fuzz;
+mod group_commit;
 mod helpers;
 mod micro;
 mod migrations;

@@ -4,7 +4,7 @@ use contracts::OrderCreated;
 use contracts::names::{self, order_event};
 use lettre::message::Mailbox;
 use sqlx::AnyConnection;
-use switchyard::consumer::{Apply, ApplyFuture, ConsumerSpec, Delivery, HandleError};
+use switchyard::consumer::{Apply, ApplyFuture, ConsumerSpec, Delivery, HandleError, PrepareAllFuture};
 use switchyard::db::Db;
 use switchyard::inbox;
 use switchyard::outbox::{self, RelayWaker, TRACEPARENT};
@@ -38,20 +38,6 @@ impl Emailer {
         store::sent_count(self.db.pool()).await
     }
 
-    /// Sends the confirmation of one `created` event, unless it was sent before. Outside any
-    /// write transaction, so a slow SMTP server holds up neither the other handlers nor the
-    /// relay; the order-keyed emails row and file name keep it to one email.
-    async fn send(&self, delivery: &Delivery) -> Result<(), HandleError> {
-        let order: OrderCreated = delivery.json()?;
-        let Some(to) = order.email.as_deref() else { return Ok(()) };
-        let order_id = order.order_id.to_string();
-        if !store::was_sent(self.db.pool(), &order_id).await? {
-            let message = mailer::confirmation(&order, &self.from, to)?;
-            self.mailer.send(&order_id, &message).await?;
-        }
-        Ok(())
-    }
-
     /// Records a sent confirmation inside `tx`, once, with its `confirmation_sent` event.
     async fn record(&self, tx: &mut AnyConnection, delivery: &Delivery) -> Result<(), HandleError> {
         let order: OrderCreated = delivery.json()?;
@@ -79,6 +65,56 @@ impl Emailer {
 }
 
 impl Emailer {
+    /// Sends the confirmations of a batch of `created` events, except those sent before. Outside
+    /// any write transaction, so a slow SMTP server holds up neither the other handlers nor the
+    /// relay; the order-keyed emails row and file name keep it to one email. Which went out
+    /// before is one query; the others are sent together (their files written in one trip to a
+    /// blocking thread).
+    async fn send_all(&self, deliveries: &[&Delivery]) -> Vec<Result<(), HandleError>> {
+        let mut results: Vec<Result<(), HandleError>> = Vec::with_capacity(deliveries.len());
+        // (index in the batch, order id, message) of each confirmation to send.
+        let mut to_send = Vec::new();
+        let mut orders = Vec::new();
+        for (index, delivery) in deliveries.iter().enumerate() {
+            match delivery.json::<OrderCreated>() {
+                Ok(order) if order.email.is_some() => {
+                    orders.push((index, order));
+                    results.push(Ok(()));
+                }
+                Ok(_) => results.push(Ok(())),
+                Err(err) => results.push(Err(err)),
+            }
+        }
+        let order_ids: Vec<String> = orders.iter().map(|(_, order)| order.order_id.to_string()).collect();
+        let ids: Vec<&str> = order_ids.iter().map(String::as_str).collect();
+        let sent = match store::sent_among(self.db.pool(), &ids).await {
+            Ok(sent) => sent,
+            Err(err) => {
+                let err = HandleError::from(err);
+                for (index, _) in &orders {
+                    results[*index] = Err(err.clone());
+                }
+                return results;
+            }
+        };
+        for ((index, order), order_id) in orders.iter().zip(&order_ids) {
+            if sent.contains(order_id) {
+                continue;
+            }
+            let to = order.email.as_deref().unwrap_or_default();
+            match mailer::confirmation(order, &self.from, to) {
+                Ok(message) => to_send.push((*index, order_id.as_str(), message)),
+                Err(err) => results[*index] = Err(err),
+            }
+        }
+        let emails: Vec<(&str, &lettre::Message)> =
+            to_send.iter().map(|(_, id, message)| (*id, message)).collect();
+        for ((index, _, _), result) in to_send.iter().zip(self.mailer.send_all(&emails).await) {
+            results[*index] = result;
+        }
+        results
+    }
+
     /// [`Emailer::record`] for a batch, set-based: one statement each for the inbox, the emails
     /// and the outbox, whatever the batch's size.
     async fn record_all(&self, tx: &mut AnyConnection, deliveries: &[&Delivery]) -> Result<(), HandleError> {
@@ -125,7 +161,14 @@ impl Emailer {
 /// group commit.
 impl Apply for Emailer {
     fn prepare<'a>(&'a self, delivery: &'a Delivery) -> ApplyFuture<'a> {
-        Box::pin(self.send(delivery))
+        Box::pin(async move {
+            let mut results = self.send_all(&[delivery]).await;
+            results.pop().unwrap_or(Ok(()))
+        })
+    }
+
+    fn prepare_all<'a>(&'a self, deliveries: &'a [&'a Delivery]) -> PrepareAllFuture<'a> {
+        Box::pin(self.send_all(deliveries))
     }
 
     fn apply<'a>(&'a self, tx: &'a mut AnyConnection, delivery: &'a Delivery) -> ApplyFuture<'a> {

@@ -1,6 +1,6 @@
 //! Building and sending the confirmation email.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use contracts::OrderCreated;
 use lettre::message::{Mailbox, header::ContentType};
@@ -88,35 +88,55 @@ impl Mailer {
         }
     }
 
-    /// Sends `message` for `order`. File writes are idempotent (same path); SMTP is at least once,
-    /// with a Message-ID derived from the order so a receiving system can drop a repeat.
-    pub async fn send(&self, order: &str, message: &Message) -> Result<(), HandleError> {
+    /// Sends each `(order, message)`, one result each in the same order: files are written in one
+    /// trip to a blocking thread, SMTP messages are sent concurrently. File writes are idempotent
+    /// (same path); SMTP is at least once, with a Message-ID derived from the order so a
+    /// receiving system can drop a repeat.
+    pub async fn send_all(&self, emails: &[(&str, &Message)]) -> Vec<Result<(), HandleError>> {
         match self {
             Mailer::Files(dir) => {
-                let path = dir.join(format!("{order}.eml"));
-                let tmp = dir.join(format!(".{order}.eml.tmp"));
-                let bytes = message.formatted();
-                // Written beside it, then renamed: a reader never sees half a file. Both in one
-                // trip to a blocking thread.
+                let files: Vec<(PathBuf, PathBuf, Vec<u8>)> = emails
+                    .iter()
+                    .map(|(order, message)| {
+                        (
+                            dir.join(format!(".{order}.eml.tmp")),
+                            dir.join(format!("{order}.eml")),
+                            message.formatted(),
+                        )
+                    })
+                    .collect();
+                let count = files.len();
+                // Each written beside its name, then renamed: a reader never sees half a file.
                 tokio::task::spawn_blocking(move || {
-                    std::fs::write(&tmp, &bytes)
-                        .map_err(|e| format!("failed to write {}: {e}", tmp.display()))?;
-                    std::fs::rename(&tmp, &path)
-                        .map_err(|e| format!("failed to write {}: {e}", path.display()))
+                    files.into_iter().map(|(tmp, path, bytes)| write_file(&tmp, &path, &bytes)).collect()
                 })
                 .await
-                .map_err(|e| HandleError::Transient(format!("the file write did not finish: {e}")))?
-                .map_err(HandleError::Transient)
+                .unwrap_or_else(|e| {
+                    let err = HandleError::Transient(format!("the file writes did not finish: {e}"));
+                    vec![Err(err); count]
+                })
             }
-            Mailer::Smtp(transport) => transport.send(message.clone()).await.map(|_| ()).map_err(|e| {
-                if e.is_permanent() {
-                    HandleError::Poison(format!("smtp refused the email: {e}"))
-                } else {
-                    HandleError::Transient(format!("smtp failed: {e}"))
-                }
-            }),
+            Mailer::Smtp(transport) => {
+                futures_util::future::join_all(emails.iter().map(|(_, message)| async move {
+                    transport.send((*message).clone()).await.map(|_| ()).map_err(|e| {
+                        if e.is_permanent() {
+                            HandleError::Poison(format!("smtp refused the email: {e}"))
+                        } else {
+                            HandleError::Transient(format!("smtp failed: {e}"))
+                        }
+                    })
+                }))
+                .await
+            }
         }
     }
+}
+
+fn write_file(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), HandleError> {
+    std::fs::write(tmp, bytes)
+        .map_err(|e| HandleError::Transient(format!("failed to write {}: {e}", tmp.display())))?;
+    std::fs::rename(tmp, path)
+        .map_err(|e| HandleError::Transient(format!("failed to write {}: {e}", path.display())))
 }
 
 /// The Message-ID of an order's confirmation.

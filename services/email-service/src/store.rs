@@ -20,13 +20,23 @@ pub async fn sent_count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM emails").fetch_one(pool).await
 }
 
-/// Whether the order's confirmation was recorded as sent.
-pub async fn was_sent(pool: &AnyPool, order_id: &str) -> Result<bool, sqlx::Error> {
-    let found: Option<String> = sqlx::query_scalar("SELECT order_id FROM emails WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(found.is_some())
+/// Which of `order_ids` have their confirmation recorded as sent, in one query.
+pub async fn sent_among(
+    pool: &AnyPool,
+    order_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if order_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT order_id FROM emails WHERE order_id IN ({})",
+        switchyard::db::placeholders(1, order_ids.len())
+    );
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    Ok(query.fetch_all(pool).await?.into_iter().collect())
 }
 
 /// Records a sent confirmation inside `tx`; false when the order's was recorded before.

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use sqlx::AnyConnection;
+use tracing::Instrument;
 
 /// How a handler failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +90,10 @@ where
     Arc::new(move |delivery| Box::pin(f(delivery)))
 }
 
+/// What [`Apply::prepare_all`] returns: one result per delivery.
+pub type PrepareAllFuture<'a> =
+    Pin<Box<dyn std::future::Future<Output = Vec<Result<(), HandleError>>> + Send + 'a>>;
+
 /// What [`Apply::apply`] returns.
 pub type ApplyFuture<'a> = Pin<Box<dyn std::future::Future<Output = Result<(), HandleError>> + Send + 'a>>;
 
@@ -102,6 +108,19 @@ pub trait Apply: Send + Sync + 'static {
     fn prepare<'a>(&'a self, delivery: &'a Delivery) -> ApplyFuture<'a> {
         let _ = delivery;
         Box::pin(async { Ok(()) })
+    }
+
+    /// [`Apply::prepare`] for a whole batch, one result per delivery in the same order. The
+    /// default prepares each delivery concurrently, in its own span, a panic failing only that
+    /// delivery; a handler can do better (one query for the batch, one trip to a blocking thread).
+    fn prepare_all<'a>(&'a self, deliveries: &'a [&'a Delivery]) -> PrepareAllFuture<'a> {
+        Box::pin(futures_util::future::join_all(deliveries.iter().map(|delivery| {
+            std::panic::AssertUnwindSafe(self.prepare(delivery).instrument(delivery.span.clone()))
+                .catch_unwind()
+                .map(|result| {
+                    result.unwrap_or_else(|_| Err(HandleError::Transient("handler panicked".into())))
+                })
+        })))
     }
 
     /// Applies one delivery's effect inside `tx`.

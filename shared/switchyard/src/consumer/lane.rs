@@ -9,7 +9,6 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::FutureExt;
-use futures_util::future::join_all;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -239,13 +238,23 @@ impl Lane {
     /// Group commit: prepares every delivery, applies those prepared in one transaction and
     /// settles them; if the transaction fails, applies each again in one of its own.
     async fn apply_batch(&self, db: &Db, apply: &dyn Apply, deliveries: Vec<(jetstream::Message, Delivery)>) {
-        let prepared = join_all(deliveries.iter().map(|(_, delivery)| {
-            AssertUnwindSafe(apply.prepare(delivery).instrument(delivery.span.clone())).catch_unwind()
-        }))
-        .await;
+        let all: Vec<&Delivery> = deliveries.iter().map(|(_, delivery)| delivery).collect();
+        let mut prepared = AssertUnwindSafe(apply.prepare_all(&all))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| all.iter().map(|_| Err(panicked())).collect());
+        if prepared.len() != all.len() {
+            let err = HandleError::Transient(format!(
+                "prepare_all returned {} results for {} deliveries",
+                prepared.len(),
+                all.len()
+            ));
+            prepared = all.iter().map(|_| Err(err.clone())).collect();
+        }
+        drop(all);
         let mut ready = Vec::with_capacity(deliveries.len());
         for ((message, delivery), result) in deliveries.into_iter().zip(prepared) {
-            match result.unwrap_or_else(|_| Err(panicked())) {
+            match result {
                 Ok(()) => ready.push((message, delivery)),
                 Err(err) => self.settle(&message, &delivery, Err(err)).await,
             }

@@ -35,7 +35,7 @@ mod handler;
 mod lane;
 mod spec;
 
-pub use handler::{Apply, ApplyFuture, Delivery, HandleError, Handler, handler};
+pub use handler::{Apply, ApplyFuture, Delivery, HandleError, Handler, PrepareAllFuture, handler};
 pub use spec::ConsumerSpec;
 
 use std::sync::Arc;

@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::db::Db;
 use crate::observe::GROUP_COMMIT_BATCH;
 
-/// What [`GroupWrite::write_all`] returns: one output per write, in the order given.
+/// What [`GroupWrite::write_all`] returns: one output per write, in the sequence given.
 pub type WriteFuture<'a, T> =
     Pin<Box<dyn std::future::Future<Output = Result<Vec<T>, sqlx::Error>> + Send + 'a>>;
 
@@ -64,7 +64,7 @@ pub trait GroupWrite: Send + Sync + 'static {
     /// What that caller learns once the batch committed.
     type Output: Send + 'static;
 
-    /// Writes every op inside `tx` and returns one output per op, in the same order. On `Err`
+    /// Writes every op inside `tx` and returns one output per op, in the same sequence. On `Err`
     /// the transaction is rolled back and every caller of the batch gets the error, so an op
     /// that may be refused on its own (a duplicate key) should be an output (`ON CONFLICT DO
     /// NOTHING` and an output saying so), not an error.

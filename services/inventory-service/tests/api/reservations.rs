@@ -150,3 +150,24 @@ async fn two_replicas_reserve_one_order_once_on_postgres() {
     let stock: StockReply = app.call(names::INVENTORY_STOCK, &StockRequest::default()).await.unwrap();
     assert_eq!(stock.items, vec![StockLevel { sku: "A-1".into(), available: 90, reserved: 10 }]);
 }
+
+/// A reserve whose caller's deadline has passed when its batch is written reserves nothing and
+/// answers that the deadline passed.
+#[tokio::test]
+async fn a_reserve_past_its_callers_deadline_is_not_written() {
+    let test_db = switchyard::testkit::TestDatabase::sqlite();
+    let db =
+        switchyard::db::Db::connect(test_db.url(), &inventory_service::MIGRATIONS).await.expect("database");
+    let inventory = inventory_service::Inventory::new(db, std::time::Duration::from_secs(900));
+    inventory.restock(&contracts::RestockRequest { sku: "A-1".into(), quantity: 10 }).await.expect("restock");
+    let request = ReserveRequest { order_id: Uuid::new_v4(), items: vec![item("A-1", 3)] };
+    let passed = tokio::time::Instant::now() - std::time::Duration::from_millis(1);
+    let answer = switchyard::deadline::scope(passed, inventory.reserve(&request)).await;
+    assert!(matches!(answer, Err(inventory_service::InventoryError::DeadlineExceeded(_))), "{answer:?}");
+    let stock = inventory.stock(&StockRequest::default()).await.expect("stock");
+    assert_eq!(stock.items, vec![StockLevel { sku: "A-1".into(), available: 10, reserved: 0 }]);
+    // Within its deadline the same reserve goes through.
+    let later = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let answer = switchyard::deadline::scope(later, inventory.reserve(&request)).await.expect("reserve");
+    assert!(answer.reserved);
+}

@@ -110,7 +110,7 @@ pub trait Apply: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
-    /// [`Apply::prepare`] for a whole batch, one result per delivery in the same order. The
+    /// [`Apply::prepare`] for a whole batch, one result per delivery in the same sequence. The
     /// default prepares each delivery concurrently, in its own span, a panic failing only that
     /// delivery; a handler can do better (one query for the batch, one trip to a blocking thread).
     fn prepare_all<'a>(&'a self, deliveries: &'a [&'a Delivery]) -> PrepareAllFuture<'a> {

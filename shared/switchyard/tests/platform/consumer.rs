@@ -380,13 +380,14 @@ async fn group_commit_applies_a_backlog_in_few_transactions_and_isolates_bad_eve
     assert_eq!(inbox::count(db.pool(), "ledger").await.unwrap(), 299, "each event applied once");
     // Batches formed: every event not caught in one of the (at most two) batches that the poison
     // and the flaky event rolled back, at most 64 events each, was applied in a multi-event
-    // transaction, and those averaged at least 8 events. Applied one per transaction, none of
-    // this holds.
+    // transaction, but for a lane that found a single event waiting as the backlog started or
+    // ran out (at most two per lane), and those transactions averaged at least 8 events. Applied
+    // one per transaction, none of this holds.
     let commits = stats.commits.load(Ordering::SeqCst);
     let batches = batches.lock().unwrap().clone();
     let batched: usize = batches.iter().sum();
     println!("group commit: 299 events in {commits} commits; multi-event batches {batches:?}");
-    assert!(batched >= 299 - 2 * 64, "most events were applied in batches ({batched} of 299)");
+    assert!(batched >= 299 - 2 * 64 - 2 * 2, "most events were applied in batches ({batched} of 299)");
     assert!(batched >= 8 * batches.len(), "batches averaged 8 events or more: {batches:?}");
     assert_eq!(commits as usize, batches.len() + (299 - batched), "one commit per batch or single event");
     // The flaky event's one failure rolls its batch back; applied again on its own it either

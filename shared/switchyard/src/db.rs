@@ -12,6 +12,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
 use std::sync::Arc;
 
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, SqlSafeStr, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -145,6 +146,27 @@ impl WriteTx {
     }
 }
 
+/// A connection for single-statement writes ([`Db::acquire_write`]), holding this process's
+/// SQLite write slot until it is dropped. It dereferences to the connection.
+pub struct WriteConn {
+    conn: PoolConnection<Any>,
+    _slot: Option<OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
 impl std::ops::Deref for WriteTx {
     type Target = AnyConnection;
 
@@ -254,6 +276,21 @@ impl Db {
                 Ok(WriteTx { tx, _slot: Some(slot) })
             }
             Backend::Postgres => Ok(WriteTx { tx: self.pool.begin().await?, _slot: None }),
+        }
+    }
+
+    /// The connection for a write that is one statement, run on its own (autocommit: the
+    /// statement is its transaction), saving the `BEGIN` and `COMMIT` round trips of
+    /// [`Db::begin_write`]. On SQLite it holds the write slot and runs on the writer connection,
+    /// like a write transaction.
+    pub async fn acquire_write(&self) -> Result<WriteConn, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => {
+                let slot = self.write_lock.clone().lock_owned().await;
+                let conn = self.writer.as_ref().unwrap_or(&self.pool).acquire().await?;
+                Ok(WriteConn { conn, _slot: Some(slot) })
+            }
+            Backend::Postgres => Ok(WriteConn { conn: self.pool.acquire().await?, _slot: None }),
         }
     }
 

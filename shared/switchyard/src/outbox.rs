@@ -418,15 +418,16 @@ impl Relay {
              AND (claimed_until IS NULL OR claimed_until < $3) ORDER BY id LIMIT $4{lock}) \
              RETURNING id, event_id, subject, payload, headers"
         );
-        let mut tx = self.db.begin_write().await?;
+        // One statement, its own transaction: no `BEGIN`/`COMMIT` round trips.
+        let mut conn = self.db.acquire_write().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&self.owner)
             .bind(until)
             .bind(now)
             .bind(self.config.batch_size)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
-        tx.commit().await?;
+        drop(conn);
         let mut claimed = rows
             .iter()
             .map(|row| {
@@ -445,7 +446,9 @@ impl Relay {
 
     async fn mark(&self, published: &[(i64, u64)], failed: &[i64]) -> Result<(), sqlx::Error> {
         let now = crate::time::now_unix_millis();
-        let mut tx = self.db.begin_write().await?;
+        // Each statement its own transaction (the two concern different rows, so they need not
+        // commit together): no `BEGIN`/`COMMIT` round trips.
+        let mut conn = self.db.acquire_write().await?;
         // One statement per batch: each row's stream sequence is in the relay's log, not needed here.
         // A sent row keeps `claimed_by`: the relay that published it.
         if !published.is_empty() {
@@ -457,7 +460,7 @@ impl Relay {
             for (id, _) in published {
                 query = query.bind(*id);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut *conn).await?;
         }
         if !failed.is_empty() {
             // Give the rows back at once, so the retry after the backoff does not wait for the lease.
@@ -469,9 +472,9 @@ impl Relay {
             for id in failed {
                 query = query.bind(*id);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut *conn).await?;
         }
-        tx.commit().await?;
+        drop(conn);
         if let (Some((_, first)), Some((_, last))) = (published.first(), published.last()) {
             tracing::debug!(
                 published = published.len(),

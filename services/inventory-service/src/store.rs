@@ -153,6 +153,9 @@ impl Inventory {
         let order_id = request.order_id.to_string();
         // A reservation made concurrently elsewhere (another replica, on Postgres) means the
         // next attempt finds it and answers like it.
+        let mut lines: Vec<(String, i64)> =
+            request.items.iter().map(|item| (item.sku.clone(), i64::from(item.quantity))).collect();
+        lines.sort();
         for _ in 0..3 {
             let expires_at = now_unix_millis() + self.reservation_ttl.as_millis() as i64;
             let timer = if self.timers {
@@ -163,12 +166,9 @@ impl Inventory {
             } else {
                 None
             };
-            let mut lines: Vec<(String, i64)> =
-                request.items.iter().map(|item| (item.sku.clone(), i64::from(item.quantity))).collect();
-            lines.sort();
             let op = Reserve {
                 order_id: order_id.clone(),
-                lines,
+                lines: lines.clone(),
                 expires_at,
                 timer,
                 deadline: deadline::current(),
@@ -597,13 +597,8 @@ pub(crate) async fn release_reserved(
     cause_traceparent: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let id = order_id.to_string();
-    for (sku, quantity) in reservation_lines(conn, &id).await? {
-        sqlx::query("UPDATE stock SET available = available + $1, reserved = reserved - $1 WHERE sku = $2")
-            .bind(quantity)
-            .bind(&sku)
-            .execute(&mut *conn)
-            .await?;
-    }
+    let lines = reservation_lines(conn, &id).await?;
+    put_back(conn, &lines).await?;
     set_status(conn, &id, status::RELEASED).await?;
     let event =
         contracts::OrderLifecycle::event(order_event::STOCK_RELEASED, order_id, reason, cause_traceparent)

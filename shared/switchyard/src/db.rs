@@ -269,14 +269,12 @@ impl Db {
     /// Begins a transaction that will write. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so two writers queue instead of failing when both upgrade a read lock.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => {
-                let slot = self.write_lock.clone().lock_owned().await;
-                let tx = self.writer.as_ref().unwrap_or(&self.pool).begin_with("BEGIN IMMEDIATE").await?;
-                Ok(WriteTx { tx, _slot: Some(slot) })
-            }
-            Backend::Postgres => Ok(WriteTx { tx: self.pool.begin().await?, _slot: None }),
-        }
+        let (pool, slot) = self.write_slot().await;
+        let tx = match self.backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _slot: slot })
     }
 
     /// The connection for a write that is one statement, run on its own (autocommit: the
@@ -284,13 +282,19 @@ impl Db {
     /// [`Db::begin_write`]. On SQLite it holds the write slot and runs on the writer connection,
     /// like a write transaction.
     pub async fn acquire_write(&self) -> Result<WriteConn, sqlx::Error> {
+        let (pool, slot) = self.write_slot().await;
+        Ok(WriteConn { conn: pool.acquire().await?, _slot: slot })
+    }
+
+    /// Where this process writes: on SQLite the writer connection, once this caller holds the
+    /// write slot (the guard); on Postgres the pool, with no slot.
+    async fn write_slot(&self) -> (&AnyPool, Option<OwnedMutexGuard<()>>) {
         match self.backend {
             Backend::Sqlite => {
                 let slot = self.write_lock.clone().lock_owned().await;
-                let conn = self.writer.as_ref().unwrap_or(&self.pool).acquire().await?;
-                Ok(WriteConn { conn, _slot: Some(slot) })
+                (self.writer.as_ref().unwrap_or(&self.pool), Some(slot))
             }
-            Backend::Postgres => Ok(WriteConn { conn: self.pool.acquire().await?, _slot: None }),
+            Backend::Postgres => (&self.pool, None),
         }
     }
 

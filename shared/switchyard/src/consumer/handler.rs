@@ -90,6 +90,11 @@ where
     Arc::new(move |delivery| Box::pin(f(delivery)))
 }
 
+/// What a delivery's handling comes to when its handler panicked: a transient failure, retried.
+pub(super) fn panicked() -> HandleError {
+    HandleError::Transient("handler panicked".into())
+}
+
 /// What [`Apply::prepare_all`] returns: one result per delivery.
 pub type PrepareAllFuture<'a> =
     Pin<Box<dyn std::future::Future<Output = Vec<Result<(), HandleError>>> + Send + 'a>>;
@@ -117,9 +122,7 @@ pub trait Apply: Send + Sync + 'static {
         Box::pin(futures_util::future::join_all(deliveries.iter().map(|delivery| {
             std::panic::AssertUnwindSafe(self.prepare(delivery).instrument(delivery.span.clone()))
                 .catch_unwind()
-                .map(|result| {
-                    result.unwrap_or_else(|_| Err(HandleError::Transient("handler panicked".into())))
-                })
+                .map(|result| result.unwrap_or_else(|_| Err(panicked())))
         })))
     }
 

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::db::Db;
 use crate::shutdown::Shutdown;
 
+use super::handler::panicked;
 use super::{Apply, ConsumerSpec, ConsumerStats, Delivery, HandleError, Handling};
 
 pub(super) fn key_of(subject: &str) -> &str {
@@ -106,10 +107,6 @@ async fn delivery_of(message: &jetstream::Message) -> Option<Delivery> {
             None
         }
     }
-}
-
-fn panicked() -> HandleError {
-    HandleError::Transient("handler panicked".into())
 }
 
 impl Lane {

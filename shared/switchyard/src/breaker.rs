@@ -91,7 +91,8 @@ pub enum BreakerError<E> {
         /// How long until the breaker lets a trial through.
         retry_after: Duration,
     },
-    /// The call took longer than the breaker's timeout.
+    /// The call took longer than the breaker's timeout, or its own request timeout fired first
+    /// (after its retries, if any): the time it took.
     #[error("call timed out after {0:?}")]
     Timeout(Duration),
     /// The call failed.
@@ -413,6 +414,7 @@ impl Breaker {
             span.record("breaker.outcome", "reject");
             return Err(BreakerError::Open { retry_after });
         }
+        let started = tokio::time::Instant::now();
         let result = tokio::time::timeout(self.config.timeout, call).instrument(span.clone()).await;
         let (outcome, result) = match result {
             Err(_) => (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout))),
@@ -422,8 +424,10 @@ impl Breaker {
                 span.record("breaker.outcome", "ignored");
                 return Err(BreakerError::Failure(err));
             }
+            // The call's own timeout (or its retries' last one) fired: the time it took, which
+            // can be less than the breaker's timeout.
             Ok(Err(err)) if err.is_timeout() => {
-                (Outcome::Timeout, Err(BreakerError::Timeout(self.config.timeout)))
+                (Outcome::Timeout, Err(BreakerError::Timeout(started.elapsed().min(self.config.timeout))))
             }
             Ok(Err(err)) if err.trips_breaker() => (Outcome::Failure, Err(BreakerError::Failure(err))),
             Ok(Err(err)) => (Outcome::Success, Err(BreakerError::Failure(err))),
@@ -780,9 +784,16 @@ mod tests {
     async fn an_inner_timeout_counts_as_a_timeout() {
         let breaker = Breaker::new("t", config());
         let result = breaker
-            .call(async { Err::<u32, _>(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow")) })
+            .call(async {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                Err::<u32, _>(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"))
+            })
             .await;
-        assert!(matches!(result, Err(BreakerError::Timeout(_))), "{result:?}");
+        // The error says how long the call took, not the breaker's longer timeout.
+        assert!(
+            matches!(result, Err(BreakerError::Timeout(after)) if after == Duration::from_millis(250)),
+            "{result:?}"
+        );
         assert_eq!(breaker.snapshot().window.timeouts, 1);
     }
 

@@ -124,10 +124,12 @@ async fn a_hung_replica_costs_an_idempotent_call_latency_not_its_answer() {
         slow_service(&client, "replica", "replica.read", Some(Duration::ZERO), healthy.clone()).await;
     let _ = &healthy_service;
 
-    let breaker = BreakerConfig { timeout: Duration::from_secs(5), ..BreakerConfig::default() };
+    // Each attempt reaches either replica at random: a call fails only if all its attempts land
+    // on the hung one (2^-30 with 30 attempts; 10 attempts failed a CI run, 20 calls x 2^-10).
+    let breaker = BreakerConfig { timeout: Duration::from_secs(15), ..BreakerConfig::default() };
     let policy = RetryPolicy {
-        attempts: 10,
-        attempt_timeout: Duration::from_millis(100),
+        attempts: 30,
+        attempt_timeout: Duration::from_millis(250),
         backoff: Duration::from_millis(5),
         backoff_max: Duration::from_millis(20),
         budget_percent: 100,

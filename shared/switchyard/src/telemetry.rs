@@ -301,6 +301,10 @@ impl tracing::field::Visit for TextVisitor<'_, '_> {
 
 /// The trace context of `span` as a `traceparent`, when it has a valid one.
 pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    // Tracing off: no layer took the span, it has no context.
+    if span.is_disabled() {
+        return None;
+    }
     let cx = span.context();
     let span_context = cx.span().span_context().clone();
     span_context.is_valid().then(|| format_traceparent(&span_context))
@@ -333,6 +337,10 @@ pub fn parse_traceparent(traceparent: Option<&str>) -> Option<Context> {
 /// Makes the context `traceparent` names the parent of `span` (a remote parent: an incoming
 /// request, a delivered event). Nothing happens when it is absent or malformed.
 pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    // Tracing off: nothing would keep the parent, so the header is not parsed.
+    if span.is_disabled() {
+        return;
+    }
     if let Some(cx) = parse_traceparent(traceparent) {
         let _ = span.set_parent(cx);
     }
@@ -340,6 +348,9 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
 
 /// Links `span` to the span `traceparent` names (a batch to each event it applies).
 pub fn add_link(span: &tracing::Span, traceparent: Option<&str>) {
+    if span.is_disabled() {
+        return;
+    }
     if let Some(cx) = parse_traceparent(traceparent) {
         span.add_link(cx.span().span_context().clone());
     }

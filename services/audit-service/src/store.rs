@@ -83,14 +83,12 @@ const ROWS_PER_INSERT: usize = 256;
 pub async fn insert(conn: &mut AnyConnection, rows: &[AuditRow<'_>]) -> Result<(), HandleError> {
     let recorded_at = switchyard::time::now_rfc3339();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| format!("({})", switchyard::db::placeholders(row * COLUMNS + 1, COLUMNS)))
-            .collect();
         let sql = format!(
             "INSERT INTO audit_events (stream_seq, event_id, order_id, subject, kind, headers, payload, \
              published_at, published_ms, recorded_at) VALUES {} ON CONFLICT DO NOTHING",
-            values.join(", ")
+            switchyard::db::value_rows(chunk.len(), COLUMNS)
         );
+        let sql = switchyard::db::positional(switchyard::db::Backend::of(conn), sql);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in chunk {
             query = query

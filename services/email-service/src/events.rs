@@ -87,7 +87,7 @@ impl Emailer {
         }
         let order_ids: Vec<String> = orders.iter().map(|(_, order)| order.order_id.to_string()).collect();
         let ids: Vec<&str> = order_ids.iter().map(String::as_str).collect();
-        let sent = match store::sent_among(self.db.pool(), &ids).await {
+        let sent = match store::sent_among(&self.db, &ids).await {
             Ok(sent) => sent,
             Err(err) => {
                 let err = HandleError::from(err);

@@ -22,7 +22,7 @@ pub async fn sent_count(pool: &AnyPool) -> Result<i64, sqlx::Error> {
 
 /// Which of `order_ids` have their confirmation recorded as sent, in one query.
 pub async fn sent_among(
-    pool: &AnyPool,
+    db: &switchyard::db::Db,
     order_ids: &[&str],
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     if order_ids.is_empty() {
@@ -32,11 +32,12 @@ pub async fn sent_among(
         "SELECT order_id FROM emails WHERE order_id IN ({})",
         switchyard::db::placeholders(1, order_ids.len())
     );
+    let sql = switchyard::db::positional(db.backend(), sql);
     let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
     for id in order_ids {
         query = query.bind(*id);
     }
-    Ok(query.fetch_all(pool).await?.into_iter().collect())
+    Ok(query.fetch_all(db.pool()).await?.into_iter().collect())
 }
 
 /// Records a sent confirmation inside `tx`; false when the order's was recorded before.
@@ -67,11 +68,18 @@ pub async fn record_all_sent(
     let sql = format!(
         "INSERT INTO emails (order_id, recipient, message_id, transport, sent_at) VALUES {} \
          ON CONFLICT (order_id) DO NOTHING RETURNING order_id",
-        switchyard::db::value_rows(sent.len(), 4, 1)
+        switchyard::db::value_rows(sent.len(), 5)
     );
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(switchyard::time::now_rfc3339());
+    let sql = switchyard::db::positional(switchyard::db::Backend::of(tx), sql);
+    let sent_at = switchyard::time::now_rfc3339();
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
     for one in sent {
-        query = query.bind(one.order_id).bind(one.recipient).bind(one.message_id).bind(one.transport);
+        query = query
+            .bind(one.order_id)
+            .bind(one.recipient)
+            .bind(one.message_id)
+            .bind(one.transport)
+            .bind(sent_at.as_str());
     }
     Ok(query.fetch_all(&mut *tx).await?.into_iter().collect())
 }

@@ -384,15 +384,18 @@ impl GroupWrite for Reserves {
             let sql = format!(
                 "INSERT INTO reservations (order_id, expires_at, status, created_at, updated_at) VALUES {} \
                  ON CONFLICT DO NOTHING RETURNING order_id",
-                switchyard::db::value_rows(new.len(), 2, 3)
+                switchyard::db::value_rows(new.len(), 5)
             );
+            let sql = switchyard::db::positional(self.backend, sql);
             let now_text = now_rfc3339();
-            let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-                .bind(status::RESERVED)
-                .bind(now_text.as_str())
-                .bind(now_text.as_str());
+            let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
             for op in &new {
-                insert = insert.bind(op.order_id.as_str()).bind(op.expires_at);
+                insert = insert
+                    .bind(op.order_id.as_str())
+                    .bind(op.expires_at)
+                    .bind(status::RESERVED)
+                    .bind(now_text.as_str())
+                    .bind(now_text.as_str());
             }
             let inserted: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
 
@@ -415,8 +418,9 @@ impl GroupWrite for Reserves {
             if !lines.is_empty() {
                 let sql = format!(
                     "INSERT INTO reservation_items (order_id, sku, quantity) VALUES {}",
-                    switchyard::db::value_rows(lines.len(), 3, 0)
+                    switchyard::db::value_rows(lines.len(), 3)
                 );
+                let sql = switchyard::db::positional(self.backend, sql);
                 let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (order_id, sku, quantity) in lines {
                     insert = insert.bind(order_id).bind(sku).bind(quantity);
@@ -501,6 +505,7 @@ async fn rows_of_orders(
     then: &str,
 ) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
     let sql = format!("{select} ({}){then}", switchyard::db::placeholders(1, order_ids.len()));
+    let sql = switchyard::db::positional(switchyard::db::Backend::of(conn), sql);
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in order_ids {
         query = query.bind(*id);
@@ -565,6 +570,7 @@ pub(crate) async fn set_statuses(
         "UPDATE reservations SET status = $1, updated_at = $2 WHERE order_id IN ({})",
         switchyard::db::placeholders(3, order_ids.len())
     );
+    let sql = switchyard::db::positional(switchyard::db::Backend::of(conn), sql);
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(status).bind(now_rfc3339());
     for id in order_ids {
         query = query.bind(*id);

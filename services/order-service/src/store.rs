@@ -79,8 +79,9 @@ impl GroupWrite for NewOrders {
             let sql = format!(
                 "INSERT INTO orders (id, user_id, email, items, status, created_at, updated_at, idempotency_key, \
                  request_fingerprint) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                switchyard::db::value_rows(orders.len(), 9, 0)
+                switchyard::db::value_rows(orders.len(), 9)
             );
+            let sql = switchyard::db::positional(switchyard::db::Backend::of(tx), sql);
             let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
             for new in orders {
                 let order = &new.order;

@@ -318,17 +318,67 @@ pub fn placeholders(start: usize, count: usize) -> String {
     (start..start + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The `VALUES` rows of a multi-row insert: `count` rows, each with `per_row` parameters of its
-/// own (numbered after the shared ones, row after row) followed by the `shared` parameters
-/// `$1 ... $shared` that every row repeats. `value_rows(2, 2, 1)` is `($2, $3, $1), ($4, $5, $1)`.
-pub fn value_rows(count: usize, per_row: usize, shared: usize) -> String {
+/// The `VALUES` rows of a multi-row insert: `count` rows of `per_row` parameters each,
+/// numbered from `$1` row after row (a value every row shares is bound in each row, so the
+/// parameters stay in sequence and [`positional`] can make them cheap on SQLite).
+/// `value_rows(2, 2)` is `($1, $2), ($3, $4)`.
+pub fn value_rows(count: usize, per_row: usize) -> String {
     (0..count)
-        .map(|row| {
-            let own = placeholders(shared + 1 + row * per_row, per_row);
-            if shared == 0 { format!("({own})") } else { format!("({own}, {})", placeholders(1, shared)) }
-        })
+        .map(|row| format!("({})", placeholders(1 + row * per_row, per_row)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl Backend {
+    /// The backend of a connection of the `Any` driver.
+    pub fn of(conn: &AnyConnection) -> Backend {
+        if conn.backend_name().eq_ignore_ascii_case("sqlite") { Backend::Sqlite } else { Backend::Postgres }
+    }
+}
+
+/// `sql` as `backend` binds it fastest. On SQLite, a statement whose parameters are `$1, $2, ...,
+/// $n`, each once and in that sequence (a multi-row insert, an `IN` list), gets bare `?` parameters
+/// instead: sqlx asks SQLite for the name of every parameter it binds, and SQLite finds a name
+/// by a scan of the statement's names, so binding n named parameters takes n²/2 steps (a
+/// 64-row insert of 10 columns: 200,000; measured at 5 % of the machine in a consumer's batch),
+/// while bare ones have no names. Any other statement (a parameter used twice or out of sequence, a
+/// `?` of its own) is returned as it is, as is every statement for Postgres.
+pub fn positional(backend: Backend, sql: String) -> String {
+    if backend != Backend::Sqlite {
+        return sql;
+    }
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut next = 1usize;
+    let mut quote: Option<u8> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        match quote {
+            Some(q) if byte == q => quote = None,
+            Some(_) => {}
+            None if byte == b'\'' || byte == b'"' => quote = Some(byte),
+            None if byte == b'?' => return sql,
+            None if byte == b'$' => {
+                let digits = bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let number = sql[i + 1..i + 1 + digits].parse::<usize>().ok();
+                if number != Some(next) {
+                    return sql;
+                }
+                next += 1;
+                out.push_str(&sql[copied..i]);
+                out.push('?');
+                i += 1 + digits;
+                copied = i;
+                continue;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    out.push_str(&sql[copied..]);
+    out
 }
 
 /// True when the error is a unique-constraint violation (a row with that key exists).
@@ -378,11 +428,38 @@ mod tests {
     }
 
     #[test]
-    fn value_rows_number_each_rows_own_parameters_after_the_shared_ones() {
-        assert_eq!(value_rows(2, 2, 1), "($2, $3, $1), ($4, $5, $1)");
-        assert_eq!(value_rows(3, 1, 2), "($3, $1, $2), ($4, $1, $2), ($5, $1, $2)");
-        assert_eq!(value_rows(2, 2, 0), "($1, $2), ($3, $4)");
-        assert_eq!(value_rows(0, 4, 1), "");
+    fn value_rows_number_the_parameters_row_after_row() {
+        assert_eq!(value_rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows(3, 1), "($1), ($2), ($3)");
+        assert_eq!(value_rows(0, 4), "");
+    }
+
+    #[test]
+    fn parameters_in_sequence_become_bare_on_sqlite_and_nothing_else_changes() {
+        let sqlite = |sql: &str| positional(Backend::Sqlite, sql.to_string());
+        assert_eq!(
+            sqlite(&format!("INSERT INTO t (a, b) VALUES {} ON CONFLICT DO NOTHING", value_rows(2, 2))),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            sqlite("UPDATE t SET a = $1 WHERE b = '$3' AND c = \"$x\" AND id IN ($2, $3)"),
+            "UPDATE t SET a = ? WHERE b = '$3' AND c = \"$x\" AND id IN (?, ?)"
+        );
+        assert_eq!(sqlite("SELECT 1"), "SELECT 1");
+        assert_eq!(sqlite("SELECT $10"), "SELECT $10");
+        // Out of sequence, used twice, `$` alone, a `?` of its own: as they are.
+        for kept in [
+            "SELECT $2, $1",
+            "UPDATE t SET a = CASE b WHEN $1 THEN $2 END WHERE b IN ($1)",
+            "SELECT $1, $",
+            "SELECT $1, ?",
+            "SELECT 'it''s' || $2",
+        ] {
+            assert_eq!(sqlite(kept), kept);
+        }
+        assert_eq!(sqlite("SELECT 'it''s', $1"), "SELECT 'it''s', ?");
+        let postgres = "INSERT INTO t (a) VALUES ($1), ($2)";
+        assert_eq!(positional(Backend::Postgres, postgres.to_string()), postgres);
     }
 
     #[test]

@@ -27,8 +27,13 @@
 //!
 //!     fn write_all<'a>(&'a self, tx: &'a mut sqlx::AnyConnection, names: &'a [String]) -> WriteFuture<'a, ()> {
 //!         Box::pin(async move {
-//!             let rows = switchyard::db::value_rows(names.len(), 1, 0);
-//!             let mut insert = sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO greetings (name) VALUES {rows}")));
+//!             let rows = switchyard::db::value_rows(names.len(), 1);
+//!             // Bare `?` parameters on SQLite: they bind in linear time.
+//!             let sql = switchyard::db::positional(
+//!                 switchyard::db::Backend::of(tx),
+//!                 format!("INSERT INTO greetings (name) VALUES {rows}"),
+//!             );
+//!             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
 //!             for name in names {
 //!                 insert = insert.bind(name.as_str());
 //!             }

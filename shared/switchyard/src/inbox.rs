@@ -41,12 +41,13 @@ pub async fn record_all(
     let sql = format!(
         "INSERT INTO inbox (event_id, consumer, processed_at) VALUES {} \
          ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
-        crate::db::value_rows(event_ids.len(), 1, 2)
+        crate::db::value_rows(event_ids.len(), 3)
     );
-    let mut query =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(consumer).bind(crate::time::now_rfc3339());
+    let sql = crate::db::positional(crate::db::Backend::of(conn), sql);
+    let processed_at = crate::time::now_rfc3339();
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
     for id in event_ids {
-        query = query.bind(*id);
+        query = query.bind(*id).bind(consumer).bind(processed_at.as_str());
     }
     Ok(query.fetch_all(conn).await?.into_iter().collect())
 }

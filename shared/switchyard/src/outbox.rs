@@ -110,13 +110,19 @@ pub async fn enqueue_all(conn: &mut AnyConnection, events: &[OutboxEvent]) -> Re
     }
     let sql = format!(
         "INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES {}",
-        crate::db::value_rows(events.len(), 4, 1)
+        crate::db::value_rows(events.len(), 5)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::time::now_rfc3339());
+    let sql = crate::db::positional(crate::db::Backend::of(conn), sql);
+    let created_at = crate::time::now_rfc3339();
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for event in events {
         let headers = serde_json::to_string(&event.headers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        query =
-            query.bind(event.event_id.to_string()).bind(&event.subject).bind(&event.payload).bind(headers);
+        query = query
+            .bind(event.event_id.to_string())
+            .bind(&event.subject)
+            .bind(&event.payload)
+            .bind(headers)
+            .bind(created_at.as_str());
     }
     query.execute(conn).await?;
     Ok(())
@@ -456,6 +462,7 @@ impl Relay {
                 "UPDATE outbox SET sent_at_ms = $1, claimed_until = NULL WHERE id IN ({})",
                 crate::db::placeholders(2, published.len())
             );
+            let sql = crate::db::positional(self.db.backend(), sql);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
             for (id, _) in published {
                 query = query.bind(*id);
@@ -468,6 +475,7 @@ impl Relay {
                 "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1 AND id IN ({})",
                 crate::db::placeholders(2, failed.len())
             );
+            let sql = crate::db::positional(self.db.backend(), sql);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.owner.clone());
             for id in failed {
                 query = query.bind(*id);

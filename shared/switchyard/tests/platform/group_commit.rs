@@ -21,10 +21,12 @@ impl GroupWrite for Names {
             if names.iter().any(|n| n == "poison") {
                 return Err(sqlx::Error::Protocol("poison".into()));
             }
-            let rows = switchyard::db::value_rows(names.len(), 1, 0);
-            let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO names (name) VALUES {rows} ON CONFLICT DO NOTHING RETURNING name"
-            )));
+            let rows = switchyard::db::value_rows(names.len(), 1);
+            let sql = switchyard::db::positional(
+                switchyard::db::Backend::of(tx),
+                format!("INSERT INTO names (name) VALUES {rows} ON CONFLICT DO NOTHING RETURNING name"),
+            );
+            let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
             for name in names {
                 insert = insert.bind(name.as_str());
             }

@@ -76,12 +76,7 @@ impl Inventory {
     /// committed. Starts the task that writes reservations, so it must be called inside a Tokio
     /// runtime.
     pub fn new(db: Db, reservation_ttl: Duration) -> Self {
-        let reserves = GroupCommit::start(
-            db.clone(),
-            "reservations",
-            Reserves { backend: db.backend() },
-            MAX_RESERVE_BATCH,
-        );
+        let reserves = GroupCommit::start(db.clone(), "reservations", Reserves, MAX_RESERVE_BATCH);
         Inventory { db, reserves, reservation_ttl, waker: RelayWaker::default(), timers: false }
     }
 
@@ -317,9 +312,7 @@ enum Reserved {
 /// query, each line a conditional `UPDATE ... WHERE available >= quantity` (a reserve short of a
 /// line puts back the lines it took), then the reservations, their lines and their expiry
 /// timers with one multi-row insert each.
-struct Reserves {
-    backend: Backend,
-}
+struct Reserves;
 
 impl GroupWrite for Reserves {
     type Op = Reserve;
@@ -327,13 +320,14 @@ impl GroupWrite for Reserves {
 
     fn write_all<'a>(&'a self, tx: &'a mut AnyConnection, ops: &'a [Reserve]) -> WriteFuture<'a, Reserved> {
         Box::pin(async move {
+            let backend = Backend::of(tx);
             let now = tokio::time::Instant::now();
             let mut ids: Vec<&str> = ops.iter().map(|op| op.order_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
             let existing = reservation_statuses(tx, &ids).await?;
             let any_lines = ops.iter().any(|op| !op.lines.is_empty());
-            if self.backend == Backend::Postgres && any_lines {
+            if backend == Backend::Postgres && any_lines {
                 // Take the batch's stock rows in SKU order before updating any, so two batches
                 // (two replicas) over the same SKUs cannot deadlock.
                 let mut skus: Vec<&str> =
@@ -386,7 +380,7 @@ impl GroupWrite for Reserves {
                  ON CONFLICT DO NOTHING RETURNING order_id",
                 switchyard::db::value_rows(new.len(), 5)
             );
-            let sql = switchyard::db::positional(self.backend, sql);
+            let sql = switchyard::db::positional(backend, sql);
             let now_text = now_rfc3339();
             let mut insert = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
             for op in &new {
@@ -420,7 +414,7 @@ impl GroupWrite for Reserves {
                     "INSERT INTO reservation_items (order_id, sku, quantity) VALUES {}",
                     switchyard::db::value_rows(lines.len(), 3)
                 );
-                let sql = switchyard::db::positional(self.backend, sql);
+                let sql = switchyard::db::positional(backend, sql);
                 let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (order_id, sku, quantity) in lines {
                     insert = insert.bind(order_id).bind(sku).bind(quantity);

@@ -13,7 +13,7 @@ Against a stack `switchyard up --dashboard-actions` started by the Rust test
   it (it fails again: a new letter replaces it, as the message says); "purge all" empties the list.
 
     python dashboard_browser.py --dashboard http://127.0.0.1:8090 --http http://127.0.0.1:8080 \
-        --nats nats://127.0.0.1:4222 --inventory-pid 1234 --screenshot page.png
+        --nats nats://127.0.0.1:<port> --inventory-pid 1234 --screenshot page.png
 
 Prints one line per step; exits 1 at the first check that fails.
 """

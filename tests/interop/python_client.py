@@ -10,7 +10,7 @@ Logged in as `partner` (nats.conf's user for other teams' clients), it:
 and validates every payload it sends and receives against the JSON Schemas in
 shared/contracts/schemas and against the AsyncAPI document's messages (shared/contracts/asyncapi.json).
 
-    python python_client.py --url nats://127.0.0.1:4222 --password ... --http-url http://127.0.0.1:8080 --sku A-1
+    python python_client.py --url nats://127.0.0.1:<port> --password ... --http-url http://127.0.0.1:8080 --sku A-1
 
 Prints one line per check; exits 1 at the first failure.
 """
